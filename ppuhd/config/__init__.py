@@ -1,0 +1,53 @@
+"""Configs: YAML files with ``_base_`` inheritance, overrides and a schema."""
+
+import copy
+import os
+
+import yaml
+
+from .loader import load_yaml_with_bases, merge, read_yaml
+from .overrides import apply_overrides, parse_value
+from .schema import (
+    AmpOptions,
+    DataLoaderOptions,
+    EmaOptions,
+    ExportOptions,
+    RuntimeOptions,
+    TrainOptions,
+    options_from_dict,
+    validate_config,
+)
+
+__all__ = [
+    "load_config", "save_config", "merge", "read_yaml", "apply_overrides", "parse_value", "validate_config",
+    "options_from_dict", "AmpOptions", "DataLoaderOptions", "EmaOptions", "ExportOptions", "RuntimeOptions",
+    "TrainOptions",
+]
+
+
+def _import_components():
+    # Registration happens when the component modules are imported.
+    from .. import data, losses, metrics, models  # noqa: F401
+    from ..engine import lr_schedulers, optimizers  # noqa: F401
+
+
+def load_config(source, overrides=None):
+    """A validated config dict from a YAML path or a dict, with overrides applied."""
+    _import_components()
+    if isinstance(source, (str, os.PathLike)):
+        cfg = load_yaml_with_bases(source)
+    elif isinstance(source, dict):
+        cfg = copy.deepcopy(source)
+    else:
+        raise TypeError(f"a config is a YAML path or a dict, not {type(source).__name__}")
+    validate_config(cfg)
+    apply_overrides(cfg, overrides)
+    validate_config(cfg)
+    return cfg
+
+
+def save_config(cfg, path):
+    """Write the merged config; the file alone reproduces the run."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=None)

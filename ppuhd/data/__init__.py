@@ -1,0 +1,7 @@
+"""Datasets, transforms, samplers and loaders; importing this registers them."""
+
+from . import classification, demo, transforms  # noqa: F401
+from .base import BaseDataset, SampleKey
+from .image_io import ImageReadError, read_image, write_image
+
+__all__ = ["BaseDataset", "SampleKey", "ImageReadError", "read_image", "write_image"]

@@ -1,0 +1,170 @@
+"""Demo data drawn on first use, so the demos need no download.
+
+``DemoShapes``: six classes of shapes (circle, square, triangle, star, cross,
+ring) in random colours, sizes, positions and rotations, over textured
+backgrounds (gradients, stripes, checks, smooth noise), with sensor noise and
+blur. Small enough to train a tiny ViT on a CPU in a couple of minutes, and
+varied enough that doing so is not trivial (chance is 1/6).
+
+The images are written once, deterministically, to a cache folder
+(``~/.cache/ppuhd`` unless ``root`` is given) as ordinary PNG files in the
+ImageFolder layout, so they can be looked at and reused.
+"""
+
+import math
+import os
+import shutil
+import tempfile
+
+import cv2
+import numpy as np
+
+from ..registry import DATASETS
+from .classification import ImageFolder
+from .image_io import write_image
+
+SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ppuhd")
+_GENERATOR_VERSION = 1  # bump when the drawing changes, so caches regenerate
+
+
+def _random_color(rng):
+    return rng.integers(0, 256, size=3).astype(np.float32)
+
+
+def _background(size, rng):
+    """A textured background: gradient, stripes, checks or smooth noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    kind = rng.integers(4)
+    if kind == 0:
+        angle = rng.uniform(0, 2 * math.pi)
+        t = (xx * math.cos(angle) + yy * math.sin(angle) + 1) / 2
+    elif kind == 1:
+        angle, freq = rng.uniform(0, math.pi), rng.uniform(3, 8)
+        t = 0.5 + 0.5 * np.sin(2 * math.pi * freq * (xx * math.cos(angle) + yy * math.sin(angle)))
+    elif kind == 2:
+        cells = rng.integers(2, 6)
+        t = ((np.floor(xx * cells) + np.floor(yy * cells)) % 2).astype(np.float32)
+    else:
+        coarse = rng.random((4, 4)).astype(np.float32)
+        t = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    # Muted texture: the two colours differ by at most ~40% of the range, so
+    # the shape (drawn in a contrasting colour) stays the salient object.
+    base = _random_color(rng)
+    other = np.clip(base + rng.uniform(-100, 100, size=3), 0, 255)
+    t = np.clip(t, 0, 1)[..., None]
+    return (1 - t) * base + t * other
+
+
+def _star_points(center, radius, rotation, points=5):
+    angles = rotation + np.arange(2 * points) * math.pi / points
+    radii = np.where(np.arange(2 * points) % 2 == 0, radius, radius * 0.45)
+    return np.stack([center[0] + radii * np.cos(angles), center[1] + radii * np.sin(angles)], axis=1)
+
+
+def _regular_polygon(center, radius, rotation, sides):
+    angles = rotation + np.arange(sides) * 2 * math.pi / sides
+    return np.stack([center[0] + radius * np.cos(angles), center[1] + radius * np.sin(angles)], axis=1)
+
+
+def _shape_mask(label, size, rng):
+    """A float mask in [0, 1] of one shape of class ``label``, drawn at 4x and reduced."""
+    scale = 4
+    big = size * scale
+    mask = np.zeros((big, big), np.uint8)
+    radius = rng.uniform(0.25, 0.42) * big
+    center = rng.uniform(radius * 0.8, big - radius * 0.8, size=2)
+    rotation = rng.uniform(0, 2 * math.pi)
+    name = SHAPE_CLASSES[label]
+    if name == "circle":
+        cv2.circle(mask, tuple(int(c) for c in center), int(radius), 255, -1)
+    elif name == "ring":
+        cv2.circle(mask, tuple(int(c) for c in center), int(radius), 255, int(radius * rng.uniform(0.25, 0.45)))
+    elif name in ("square", "triangle", "star"):
+        if name == "star":
+            pts = _star_points(center, radius, rotation)
+        else:
+            pts = _regular_polygon(center, radius, rotation, 4 if name == "square" else 3)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
+    else:  # cross: two perpendicular bars
+        half_w = radius * rng.uniform(0.22, 0.32)
+        for angle in (rotation, rotation + math.pi / 2):
+            d = np.array([math.cos(angle), math.sin(angle)])
+            n = np.array([-d[1], d[0]])
+            pts = [center + d * radius + n * half_w, center + d * radius - n * half_w,
+                   center - d * radius - n * half_w, center - d * radius + n * half_w]
+            cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255.0
+
+
+def draw_shape_image(label, size, rng):
+    """One RGB uint8 image of class ``label``."""
+    image = _background(size, rng)
+    # a colour far from the background's mean, so the shape stands out
+    background_mean = image.mean(axis=(0, 1))
+    candidates = rng.integers(0, 256, size=(8, 3)).astype(np.float32)
+    color = candidates[np.argmax(np.abs(candidates - background_mean).sum(axis=1))]
+    mask = _shape_mask(label, size, rng)
+    image = image * (1 - mask) + color * mask
+    if rng.random() < 0.5:
+        image = cv2.GaussianBlur(image, (3, 3), rng.uniform(0.3, 1.0))
+    image = image + rng.normal(0, rng.uniform(2, 12), size=image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def generate_shapes(folder, image_size, per_class, seed):
+    """Write ``folder/<class>/NNNN.png`` for every class."""
+    for label, name in enumerate(SHAPE_CLASSES):
+        rng = np.random.default_rng([seed, label])
+        for i in range(per_class):
+            write_image(os.path.join(folder, name, f"{i:04d}.png"), draw_shape_image(label, image_size, rng))
+
+
+def ensure_generated(final_dir, fill):
+    """Create ``final_dir`` with ``fill(tmp_dir)`` unless it exists.
+
+    Written to a temporary folder and renamed into place, so an interrupted
+    run or several processes starting together never leave half a dataset.
+    """
+    if os.path.isdir(final_dir):
+        return final_dir
+    parent = os.path.dirname(final_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    try:
+        fill(tmp_dir)
+        os.rename(tmp_dir, final_dir)
+    except OSError:
+        if not os.path.isdir(final_dir):  # not another process winning the race
+            raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return final_dir
+
+
+@DATASETS.register()
+class DemoShapes(ImageFolder):
+    """The demo classification set (generated on first use).
+
+    Args:
+        split: 'train' or 'val'.
+        root: cache folder; default ``~/.cache/ppuhd``.
+        image_size: side of the square images.
+        train_per_class, val_per_class: images per class in each split.
+        transforms, on_error: as for ImageFolder.
+    """
+
+    def __init__(self, split="train", root=None, image_size=32, train_per_class=1000, val_per_class=100,
+                 transforms=None, on_error="raise"):
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        name = f"demo_shapes_v{_GENERATOR_VERSION}_{image_size}px_{train_per_class}_{val_per_class}"
+        folder = os.path.join(root or DEFAULT_CACHE, name)
+        counts = {"train": train_per_class, "val": val_per_class}
+
+        def fill(tmp_dir):
+            for seed, part in enumerate(("train", "val")):
+                generate_shapes(os.path.join(tmp_dir, part), image_size, counts[part], seed)
+
+        ensure_generated(folder, fill)
+        super().__init__(os.path.join(folder, split), transforms, on_error)

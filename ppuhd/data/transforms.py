@@ -1,0 +1,193 @@
+"""Per-sample transforms, registered for configs.
+
+A transform is called as ``transform(sample, rng)``: ``sample`` is a dict
+holding ``image`` (H, W, C numpy array) and ``target`` (a class index, or an
+image for enhancement pairs); ``rng`` is a ``numpy.random.Generator`` seeded
+per sample, epoch and run, so augmentation is reproducible whatever the number
+of loader workers, and a resumed run sees the same augmentation.
+
+Geometric transforms apply identically to every image of the sample (the
+input and, for enhancement pairs, the target); photometric ones to the input.
+"""
+
+import math
+
+import cv2
+import numpy as np
+
+from ..registry import TRANSFORMS
+
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+IMAGE_KEYS = ("image", "target")
+
+
+def _interpolation(name):
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {name!r}")
+    return INTERPOLATIONS[name]
+
+
+def _pair(size):
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def image_keys(sample):
+    """Keys of ``sample`` holding images (arrays with two or more dimensions)."""
+    return [k for k in IMAGE_KEYS if isinstance(sample.get(k), np.ndarray) and sample[k].ndim >= 2]
+
+
+def map_images(sample, fn):
+    """Apply ``fn`` to every image of ``sample``; returns the sample."""
+    for key in image_keys(sample):
+        sample[key] = fn(sample[key])
+    return sample
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = list(transforms or [])
+
+    def __call__(self, sample, rng=None):
+        for transform in self.transforms:
+            sample = transform(sample, rng)
+        return sample
+
+
+def resize(image, size_hw, interpolation):
+    height, width = size_hw
+    out = cv2.resize(image, (width, height), interpolation=interpolation)
+    return out.reshape(height, width, -1) if image.ndim == 3 else out
+
+
+@TRANSFORMS.register()
+class RandomResizedCrop:
+    """Crop a random area and aspect ratio, then resize (torchvision's algorithm).
+
+    Args:
+        size: output side (int) or (H, W).
+        scale: range of the crop's area as a fraction of the image's.
+        ratio: range of the crop's aspect ratio (width / height).
+        interpolation: nearest, bilinear, bicubic, area or lanczos (OpenCV).
+    """
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bicubic"):
+        self.size = _pair(size)
+        self.scale = tuple(scale)
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        self.ratio = tuple(ratio)
+        self.interpolation = _interpolation(interpolation)
+
+    def crop_box(self, height, width, rng):
+        area = height * width
+        for _ in range(10):
+            target_area = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*self.log_ratio))
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+        # Fallback: the largest centred crop within the ratio range.
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            w, h = width, int(round(width / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            h, w = height, int(round(height * self.ratio[1]))
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, sample, rng):
+        height, width = sample["image"].shape[:2]
+        top, left, h, w = self.crop_box(height, width, rng)
+        return map_images(sample, lambda im: resize(im[top : top + h, left : left + w], self.size, self.interpolation))
+
+
+@TRANSFORMS.register()
+class RandomHorizontalFlip:
+    def __init__(self, prob=0.5):
+        self.prob = prob
+
+    def __call__(self, sample, rng):
+        if rng.random() < self.prob:
+            map_images(sample, lambda im: np.ascontiguousarray(im[:, ::-1]))
+        return sample
+
+
+@TRANSFORMS.register()
+class Resize:
+    """Resize to exactly (H, W)."""
+
+    def __init__(self, size, interpolation="bicubic"):
+        self.size = _pair(size)
+        self.interpolation = _interpolation(interpolation)
+
+    def __call__(self, sample, rng=None):
+        return map_images(sample, lambda im: resize(im, self.size, self.interpolation))
+
+
+@TRANSFORMS.register()
+class ResizeShort:
+    """Resize so the shorter side is ``size`` (or ``int(size / crop_ratio)``).
+
+    With ``crop_ratio`` this is the first half of the usual evaluation
+    transform: ``ResizeShort(224, crop_ratio=0.875)`` resizes the short side
+    to 256, and ``CenterCrop(224)`` follows.
+    """
+
+    def __init__(self, size, crop_ratio=None, interpolation="bicubic"):
+        self.short = int(size / crop_ratio) if crop_ratio else int(size)
+        self.interpolation = _interpolation(interpolation)
+
+    def __call__(self, sample, rng=None):
+        height, width = sample["image"].shape[:2]
+        if height <= width:
+            size = (self.short, int(self.short * width / height))
+        else:
+            size = (int(self.short * height / width), self.short)
+        return map_images(sample, lambda im: resize(im, size, self.interpolation))
+
+
+@TRANSFORMS.register()
+class CenterCrop:
+    def __init__(self, size):
+        self.size = _pair(size)
+
+    def __call__(self, sample, rng=None):
+        height, width = sample["image"].shape[:2]
+        h, w = self.size
+        if h > height or w > width:
+            raise ValueError(f"CenterCrop {self.size} is larger than the image ({height}, {width})")
+        # torchvision's rounding of the offsets
+        top, left = int(round((height - h) / 2.0)), int(round((width - w) / 2.0))
+        return map_images(sample, lambda im: im[top : top + h, left : left + w])
+
+
+@TRANSFORMS.register()
+class Normalize:
+    """``(image * scale - mean) / std`` on the input, as float32.
+
+    The defaults are ImageNet's statistics for images scaled to [0, 1].
+    """
+
+    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), scale=1 / 255):
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.scale = np.float32(scale)
+
+    def __call__(self, sample, rng=None):
+        sample["image"] = (sample["image"].astype(np.float32) * self.scale - self.mean) / self.std
+        return sample
+
+
+@TRANSFORMS.register()
+class ToCHW:
+    """HWC arrays to contiguous CHW, the layout Paddle models take."""
+
+    def __call__(self, sample, rng=None):
+        return map_images(sample, lambda im: np.ascontiguousarray(im.transpose(2, 0, 1)))

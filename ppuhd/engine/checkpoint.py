@@ -1,0 +1,110 @@
+"""Checkpoints written atomically, pruned to the last K, plus 'best'.
+
+Layout under ``<output_dir>/checkpoints/``::
+
+    epoch_0003/            (or iter_000500/ in iteration mode)
+        model.pdparams     raw weights: tools/eval.py --weights <folder or file>
+        ema.pdparams       EMA weights, when EMA is on
+        train_state.pdstates  optimizer, schedule, loss scale, counters, best metric
+    best/                  same files, for the best validation result
+
+A checkpoint folder is written under a temporary name, flushed to disk and
+renamed into place, so an interrupted save never leaves a partial checkpoint
+where resume would find it.
+"""
+
+import logging
+import os
+import re
+import shutil
+
+import paddle
+
+from ..weights import EMA_FILE, MODEL_FILE
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pdstates"
+BEST = "best"
+_PERIODIC = re.compile(r"^(epoch|iter)_(\d+)$")
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_file(obj, path):
+    paddle.save(obj, path)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def write_checkpoint(folder, model_state, ema_state=None, train_state=None):
+    """Write a checkpoint folder atomically (temporary folder, fsync, rename)."""
+    parent, name = os.path.split(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".tmp-{name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    _save_file(model_state, os.path.join(tmp, MODEL_FILE))
+    if ema_state is not None:
+        _save_file(ema_state, os.path.join(tmp, EMA_FILE))
+    if train_state is not None:
+        _save_file(train_state, os.path.join(tmp, STATE_FILE))
+    _fsync_dir(tmp)
+    old = os.path.join(parent, f".old-{name}-{os.getpid()}")
+    if os.path.isdir(folder):
+        os.rename(folder, old)  # replaced below; 'best' is rewritten in place
+    os.rename(tmp, folder)
+    _fsync_dir(parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def read_train_state(folder):
+    path = os.path.join(folder, STATE_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{folder} is not a resumable checkpoint: {STATE_FILE} is missing")
+    return paddle.load(path)
+
+
+class CheckpointManager:
+    """Names, writes and prunes the checkpoints of one run."""
+
+    def __init__(self, output_dir, keep_last=3, unit="epoch"):
+        self.root = os.path.join(output_dir, "checkpoints")
+        self.keep_last = keep_last
+        self.unit = unit
+
+    def periodic_name(self, count):
+        return f"{self.unit}_{count:04d}" if self.unit == "epoch" else f"{self.unit}_{count:06d}"
+
+    def save(self, count, model_state, ema_state, train_state):
+        folder = write_checkpoint(
+            os.path.join(self.root, self.periodic_name(count)), model_state, ema_state, train_state
+        )
+        self._prune()
+        return folder
+
+    def save_best(self, model_state, ema_state, train_state):
+        return write_checkpoint(os.path.join(self.root, BEST), model_state, ema_state, train_state)
+
+    def periodic(self):
+        """Complete periodic checkpoints, oldest first."""
+        if not os.path.isdir(self.root):
+            return []
+        found = [(int(m.group(2)), name) for name in os.listdir(self.root) if (m := _PERIODIC.match(name))]
+        return [os.path.join(self.root, name) for _, name in sorted(found)]
+
+    def latest(self):
+        found = self.periodic()
+        return found[-1] if found else None
+
+    def _prune(self):
+        if self.keep_last and self.keep_last > 0:
+            for folder in self.periodic()[: -self.keep_last]:
+                shutil.rmtree(folder, ignore_errors=True)

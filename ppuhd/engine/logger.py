@@ -1,0 +1,107 @@
+"""Console and file logs, progress with ETA, and VisualDL scalars and images."""
+
+import logging
+import os
+import sys
+import time
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def setup_logging(output_dir=None, is_main=True, filename="train.log"):
+    """Log INFO to the console (and to ``output_dir/filename``) on the main process.
+
+    Other processes log warnings only, so N processes don't print N copies.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.INFO if is_main else logging.WARNING)
+    formatter = logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(formatter)
+    root.addHandler(console)
+    if output_dir and is_main:
+        os.makedirs(output_dir, exist_ok=True)
+        file_handler = logging.FileHandler(os.path.join(output_dir, filename), encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(file_handler)
+    # Paddle and VisualDL install their own handlers/levels; keep their chatter out.
+    for noisy in ("paddle", "visualdl", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def format_duration(seconds):
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class Progress:
+    """Counts work done and estimates the time left (ETA).
+
+    ``update(n)`` after each piece of work; ``line()`` gives
+    ``"12/100 (12%) 3.1/s elapsed 0:00:04 eta 0:00:28"``. The rate is an
+    average over the recent pieces, so it follows changes in speed.
+    """
+
+    def __init__(self, total, unit="it", smoothing=0.2):
+        self.total = total
+        self.unit = unit
+        self.done = 0
+        self.start = self.last = time.perf_counter()
+        self.smoothing = smoothing
+        self.seconds_per_item = None
+
+    def update(self, n=1):
+        now = time.perf_counter()
+        per_item = (now - self.last) / max(n, 1)
+        if self.seconds_per_item is None:
+            self.seconds_per_item = per_item
+        else:
+            self.seconds_per_item += self.smoothing * (per_item - self.seconds_per_item)
+        self.done += n
+        self.last = now
+
+    @property
+    def rate(self):
+        return 1.0 / self.seconds_per_item if self.seconds_per_item else 0.0
+
+    @property
+    def eta(self):
+        return (self.total - self.done) * (self.seconds_per_item or 0.0)
+
+    def line(self):
+        percent = 100.0 * self.done / self.total if self.total else 100.0
+        return (
+            f"{self.done}/{self.total} ({percent:.0f}%) {self.rate:.2f} {self.unit}/s "
+            f"elapsed {format_duration(self.last - self.start)} eta {format_duration(self.eta)}"
+        )
+
+
+class VisualDLWriter:
+    """VisualDL scalars and images on the main process; does nothing elsewhere or when off.
+
+    View with ``visualdl --logdir <output_dir>/vdl``.
+    """
+
+    def __init__(self, logdir, enabled=True):
+        self.writer = None
+        if enabled:
+            from visualdl import LogWriter
+
+            self.writer = LogWriter(logdir=logdir)
+
+    def scalar(self, tag, value, step):
+        if self.writer:
+            self.writer.add_scalar(tag=tag, value=float(value), step=step)
+
+    def image(self, tag, image_hwc_uint8, step):
+        if self.writer:
+            self.writer.add_image(tag=tag, img=image_hwc_uint8, step=step)
+
+    def close(self):
+        if self.writer:
+            self.writer.close()

@@ -1,0 +1,103 @@
+"""Device, CPU threads, processes and seeds."""
+
+import dataclasses
+import logging
+import os
+import random
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Runtime:
+    device: str  # 'cpu' or 'gpu:N'
+    rank: int
+    world_size: int
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def on_gpu(self):
+        return self.device.startswith("gpu")
+
+
+def gpu_available():
+    return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+
+
+def available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _choose_device(requested, local_rank):
+    if requested == "auto":
+        requested = "gpu" if gpu_available() else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if not requested.startswith("gpu"):
+        raise ValueError(f"runtime.device must be auto, cpu, gpu or gpu:N, got {requested!r}")
+    if not gpu_available():
+        raise RuntimeError(
+            f"runtime.device is {requested!r}, but this Paddle has no usable GPU "
+            f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use device: cpu or auto"
+        )
+    return requested if ":" in requested else f"gpu:{local_rank}"
+
+
+def setup_runtime(device="auto", num_threads=None):
+    """Select the device, set CPU threads and join the process group if launched with several.
+
+    Under ``python -m paddle.distributed.launch --nproc_per_node N``, each
+    process takes its own GPU (or, on CPU, an equal share of the cores).
+    """
+    world_size = dist.get_world_size()
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_parallel_env()
+    rank = dist.get_rank()
+    local_rank = int(os.environ.get("PADDLE_LOCAL_RANK", rank))
+    chosen = _choose_device(device, local_rank)
+    paddle.set_device(chosen)
+    if chosen == "cpu":
+        local_processes = int(os.environ.get("PADDLE_LOCAL_SIZE", world_size))
+        configure_cpu(num_threads or max(1, available_cores() // max(local_processes, 1)))
+    return Runtime(device=chosen, rank=rank, world_size=world_size)
+
+
+def configure_cpu(num_threads=None):
+    """Make Paddle's eager CPU execution fast: threads and contiguous kernels.
+
+    Paddle's eager CPU kernels run single-threaded unless told otherwise. Its
+    strided views (transpose, slicing) make the next kernel gather through
+    strides, which on CPU cost more than copying: a ViT training step ran
+    2.5x faster here with them off. Results are identical either way.
+    """
+    threads = num_threads or available_cores()
+    paddle.base.core.set_num_threads(threads)
+    paddle.set_flags({"FLAGS_use_stride_kernel": False})
+    logger.debug("CPU threads per process: %d", threads)
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy and Paddle (used before building models)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    paddle.seed(seed)
+
+
+def step_seed(seed, rank, step):
+    """The Paddle seed for one training step.
+
+    Re-seeding each step from (run seed, rank, step) makes dropout and drop
+    path a function of the step counter alone, so a resumed run draws exactly
+    what an uninterrupted one would.
+    """
+    return int(np.random.default_rng([seed, rank, step]).integers(2**31 - 1))

@@ -1,0 +1,113 @@
+"""Everything a training run needs, built from the config before the first step.
+
+Building it all up front means a wrong argument or a missing dataset fails
+within seconds, not hours into a run.
+"""
+
+import logging
+import math
+import os
+
+import paddle
+
+from .. import builder
+from ..config import (
+    DataLoaderOptions,
+    RuntimeOptions,
+    TrainOptions,
+    options_from_dict,
+    save_config,
+)
+from ..data.sampler import EvalBatchSampler, TrainBatchSampler, build_loader
+from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS
+from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, load_weights
+from .amp import MixedPrecision
+from .ema import ModelEMA
+from .logger import setup_logging
+from .runtime import seed_everything, setup_runtime
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingSetup:
+    """Holds the run's components; see the attributes set in ``__init__``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.train_options = options = options_from_dict(TrainOptions, cfg.get("train"), "train")
+        self.runtime_options = options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime")
+        self.loader_options = options_from_dict(DataLoaderOptions, cfg.get("dataloader"), "dataloader")
+        for section in ("train_dataset", "loss", "optimizer", "lr_scheduler"):
+            if not cfg.get(section):
+                raise ValueError(f"training needs a {section!r} section in the config")
+
+        self.runtime = setup_runtime(self.runtime_options.device, self.runtime_options.num_threads)
+        self.output_dir = self.runtime_options.output_dir
+        setup_logging(self.output_dir, self.runtime.is_main)
+        if self.runtime.is_main:
+            save_config(cfg, os.path.join(self.output_dir, "config.yml"))
+        seed_everything(options.seed)
+
+        self.model = builder.build(cfg["model"], MODELS, "model")
+        if options.pretrained:
+            load_weights(self.model, options.pretrained, exclude=options.pretrained_exclude)
+            logger.info("initialised from %s", options.pretrained)
+        self._build_data()
+        self.criterion = builder.build(cfg["loss"], LOSSES, "loss")
+        self.metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg.get("metrics") or [])]
+
+        self.unit = "epoch" if options.epochs is not None else "iter"
+        self.steps_per_epoch = len(self.train_sampler) // options.accumulate_steps
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"an epoch has {len(self.train_sampler)} batches, fewer than train.accumulate_steps "
+                f"({options.accumulate_steps})"
+            )
+        self.total_steps = options.epochs * self.steps_per_epoch if self.unit == "epoch" else options.iters
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.total_batch_size = self.loader_options.batch_size * self.runtime.world_size * options.accumulate_steps
+        self.scheduler = builder.build(
+            cfg["lr_scheduler"], LR_SCHEDULERS, "lr_scheduler", total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch, total_batch_size=self.total_batch_size,
+        )
+        self.optimizer = builder.build(
+            cfg["optimizer"], OPTIMIZERS, "optimizer", model=self.model, learning_rate=self.scheduler
+        )
+        self.amp = MixedPrecision(options.amp, self.runtime.on_gpu)
+        self.model, self.optimizer = self.amp.decorate(self.model, self.optimizer)
+        self.ema = None
+        if options.ema is not None:
+            self.ema = ModelEMA(builder.build(cfg["model"], MODELS, "model"), self.model, options.ema.decay)
+        # The network that runs the steps: wrapped for gradient averaging across processes.
+        self.network = paddle.DataParallel(self.model) if self.runtime.world_size > 1 else self.model
+
+    def _build_data(self):
+        cfg, options, loader = self.cfg, self.train_options, self.loader_options
+        rank, world = self.runtime.rank, self.runtime.world_size
+        self.train_dataset = builder.build(cfg["train_dataset"], DATASETS, "train_dataset")
+        self.train_sampler = TrainBatchSampler(
+            len(self.train_dataset), loader.batch_size, rank, world, shuffle=True,
+            drop_last=loader.drop_last, seed=options.seed,
+        )
+        self.train_loader = build_loader(self.train_dataset, self.train_sampler, loader.num_workers)
+        self.val_loader = None
+        if cfg.get("val_dataset"):
+            self.val_dataset = builder.build(cfg["val_dataset"], DATASETS, "val_dataset")
+            sampler = EvalBatchSampler(
+                len(self.val_dataset), loader.val_batch_size or loader.batch_size, rank, world
+            )
+            self.val_loader = build_loader(self.val_dataset, sampler, loader.num_workers)
+        logger.info(
+            "data: %d training samples%s",
+            len(self.train_dataset),
+            f", {len(self.val_dataset)} validation samples" if self.val_loader else " (no validation set)",
+        )
+
+    def load_model_states(self, folder):
+        """Restore the raw and EMA weights of a checkpoint folder."""
+        for model, filename in ((self.model, MODEL_FILE), (self.ema and self.ema.model, EMA_FILE)):
+            if model is None:
+                continue
+            state = paddle.load(os.path.join(folder, filename))
+            check_state_dict(model, state, source=os.path.join(folder, filename))
+            model.set_state_dict(state)

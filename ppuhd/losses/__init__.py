@@ -1,0 +1,3 @@
+"""Losses; importing this module registers them."""
+
+from . import classification  # noqa: F401

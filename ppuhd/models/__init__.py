@@ -1,0 +1,3 @@
+"""Model families; importing this module registers every model."""
+
+from . import classifier, vit  # noqa: F401
