@@ -25,15 +25,8 @@ __all__ = [
 ]
 
 
-def _import_components():
-    # Registration happens when the component modules are imported.
-    from .. import data, losses, metrics, models  # noqa: F401
-    from ..engine import lr_schedulers, optimizers  # noqa: F401
-
-
 def load_config(source, overrides=None):
     """A validated config dict from a YAML path or a dict, with overrides applied."""
-    _import_components()
     if isinstance(source, (str, os.PathLike)):
         cfg = load_yaml_with_bases(source)
     elif isinstance(source, dict):

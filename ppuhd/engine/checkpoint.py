@@ -72,6 +72,38 @@ def read_train_state(folder):
     return paddle.load(path)
 
 
+def _rename_prefixes(key, renames):
+    """``key`` with its longest prefix found in ``renames`` replaced (followed by '_' or the end)."""
+    for old in sorted(renames, key=len, reverse=True):
+        if key == old or key.startswith(old + "_"):
+            return renames[old] + key[len(old):]
+    return key
+
+
+def _rename_optimizer_state(state, renames):
+    renamed = {}
+    for key, value in state.items():
+        if key == "master_weights":
+            renamed[key] = {renames.get(k, k): v for k, v in value.items()}
+        else:
+            renamed[_rename_prefixes(key, renames)] = value
+    return renamed
+
+
+def portable_optimizer_state(optimizer, model):
+    """The optimizer's state keyed by parameter paths (``blocks.0.attn.qkv.weight_moment1_0``).
+
+    Paddle keys optimizer state by generated tensor names (``linear_3.w_0``),
+    which change with the order layers are created in; keyed by path, a
+    checkpoint resumes into any freshly built copy of the model.
+    """
+    return _rename_optimizer_state(optimizer.state_dict(), {p.name: n for n, p in model.named_parameters()})
+
+
+def load_portable_optimizer_state(optimizer, model, state):
+    optimizer.set_state_dict(_rename_optimizer_state(state, {n: p.name for n, p in model.named_parameters()}))
+
+
 class CheckpointManager:
     """Names, writes and prunes the checkpoints of one run."""
 

@@ -7,7 +7,13 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from .. import builder
+from ..config import DataLoaderOptions, RuntimeOptions, options_from_dict
+from ..data.sampler import EvalBatchSampler, build_loader
+from ..registry import DATASETS, METRICS, MODELS
+from ..weights import load_weights
 from .logger import Progress
+from .runtime import setup_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -49,3 +55,25 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
     for metric in metrics:
         results.update(metric.compute(all_reduce_sums(metric.sums(), world_size)))
     return results
+
+
+def evaluate_config(cfg, weights, ema=False):
+    """Evaluate ``weights`` on the config's ``val_dataset`` with its ``metrics``.
+
+    Returns ``{metric: value}``; works under ``paddle.distributed.launch`` too
+    (each process takes a share of the images).
+    """
+    if not cfg.get("val_dataset") or not cfg.get("metrics"):
+        raise ValueError("evaluation needs 'val_dataset' and 'metrics' in the config")
+    runtime_options = options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime")
+    loader_options = options_from_dict(DataLoaderOptions, cfg.get("dataloader"), "dataloader")
+    runtime = setup_runtime(runtime_options.device, runtime_options.num_threads)
+    model = load_weights(builder.build(cfg["model"], MODELS, "model"), weights, ema=ema)
+    dataset = builder.build(cfg["val_dataset"], DATASETS, "val_dataset")
+    sampler = EvalBatchSampler(
+        len(dataset), loader_options.val_batch_size or loader_options.batch_size, runtime.rank, runtime.world_size
+    )
+    metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg["metrics"])]
+    logger.info("evaluating %s on %d images", weights, len(dataset))
+    loader = build_loader(dataset, sampler, loader_options.num_workers)
+    return evaluate(model, loader, metrics, runtime.world_size, log_progress=True)

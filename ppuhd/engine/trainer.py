@@ -14,7 +14,12 @@ import time
 import numpy as np
 import paddle
 
-from .checkpoint import CheckpointManager, read_train_state
+from .checkpoint import (
+    CheckpointManager,
+    load_portable_optimizer_state,
+    portable_optimizer_state,
+    read_train_state,
+)
 from .evaluator import evaluate
 from .logger import Progress, VisualDLWriter, format_duration
 from .runtime import step_seed
@@ -24,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Trains the model described by a config; ``run()`` returns a summary.
+    """Trains the model described by a config; ``run()`` returns a summary (None on other ranks).
 
     Args:
         cfg: a validated config dict (see ``ppuhd.config.load_config``).
@@ -53,7 +58,7 @@ class Trainer:
         s = self.setup
         state = read_train_state(folder)
         s.load_model_states(folder)
-        s.optimizer.set_state_dict(state["optimizer"])
+        load_portable_optimizer_state(s.optimizer, s.model, state["optimizer"])
         s.scheduler.set_state_dict(state["scheduler"])
         s.amp.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
@@ -65,7 +70,7 @@ class Trainer:
         s = self.setup
         return {
             "step": self.step,
-            "optimizer": s.optimizer.state_dict(),
+            "optimizer": portable_optimizer_state(s.optimizer, s.model),
             "scheduler": s.scheduler.state_dict(),
             "scaler": s.amp.scaler.state_dict(),
             "best": self.best,
@@ -140,7 +145,7 @@ class Trainer:
             if s.unit == "epoch" and self.step % s.steps_per_epoch == 0:
                 self._at_boundary(self.step // s.steps_per_epoch)
         self.vdl.close()
-        return self._summary()
+        return self._summary() if s.runtime.is_main else None
 
     def _log_step(self, epoch, loss, samples_per_second, progress):
         s = self.setup

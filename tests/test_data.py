@@ -1,0 +1,193 @@
+"""Image reading, datasets, transforms and samplers."""
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from ppuhd import builder
+from ppuhd.data.base import SampleKey
+from ppuhd.data.classification import ImageFolder, ImageList
+from ppuhd.data.demo import DemoShapes, draw_shape_image
+from ppuhd.data.image_io import ImageReadError, read_image
+from ppuhd.data.sampler import EvalBatchSampler, TrainBatchSampler
+from ppuhd.data.transforms import CenterCrop, RandomResizedCrop, ResizeShort
+from ppuhd.registry import DATASETS
+
+
+def save_bgr(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+    return str(path)
+
+
+@pytest.fixture
+def rgb():
+    return np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------ image files
+def test_color_png_reads_as_rgb(tmp_path, rgb):
+    path = save_bgr(tmp_path / "a.png", rgb[..., ::-1])
+    np.testing.assert_array_equal(read_image(path), rgb)
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path, rgb):
+    path = save_bgr(tmp_path / "g.png", rgb[..., 0])
+    image = read_image(path)
+    assert image.shape == (12, 10, 3)
+    np.testing.assert_array_equal(image[..., 1], rgb[..., 0])
+
+
+def test_rgba_drops_alpha(tmp_path, rgb):
+    bgra = np.dstack([rgb[..., ::-1], np.full((12, 10), 7, np.uint8)])
+    np.testing.assert_array_equal(read_image(save_bgr(tmp_path / "a.png", bgra)), rgb)
+
+
+def test_16_bit_keeps_precision_as_float_and_scales_to_8_bit(tmp_path):
+    deep = np.random.default_rng(1).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    path = save_bgr(tmp_path / "d.png", deep)
+    np.testing.assert_allclose(read_image(path, "float32"), deep[..., ::-1] / 65535.0, atol=1e-7)
+    np.testing.assert_array_equal(read_image(path), np.rint(deep[..., ::-1] / 257.0).astype(np.uint8))
+
+
+@pytest.mark.parametrize("content, reason", [(None, "no such file"), (b"", "empty"), (b"not a png", "not a decodable")])
+def test_bad_files_are_named(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=f"{path}.*{reason}"):
+        read_image(str(path))
+
+
+# --------------------------------------------------------------- datasets
+def make_folder(root, per_class=3):
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        for i in range(per_class):
+            save_bgr(root / name / f"{i}.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    return root
+
+
+def test_image_folder_labels_classes_by_sorted_name(tmp_path):
+    dataset = ImageFolder(str(make_folder(tmp_path / "set")))
+    assert dataset.class_names == ["cat", "dog"] and len(dataset) == 6
+    assert int(dataset[SampleKey(4)]["target"]) == 1
+
+
+def test_image_list_reads_paths_and_labels_and_reports_bad_lines(tmp_path):
+    root = make_folder(tmp_path / "set")
+    (tmp_path / "list.txt").write_text("# comment\ncat/0.png 0\n\ndog/1.png 1\n")
+    dataset = ImageList(str(root), str(tmp_path / "list.txt"))
+    assert len(dataset) == 2 and int(dataset[1]["target"]) == 1
+    (tmp_path / "broken.txt").write_text("cat/0.png 0\ncat/1.png zero\n")
+    with pytest.raises(ValueError, match="broken.txt:2: expected 'relative/path label'"):
+        ImageList(str(root), str(tmp_path / "broken.txt"))
+
+
+def test_corrupt_image_stops_with_its_name_or_is_skipped_and_counted(tmp_path):
+    root = make_folder(tmp_path / "set")
+    (root / "cat" / "1.png").write_bytes(b"garbage")
+    strict = ImageFolder(str(root))
+    with pytest.raises(ImageReadError, match=r"cat/1.png.*on_error: skip"):
+        strict[1]
+    lenient = ImageFolder(str(root), on_error="skip")
+    sample = lenient[1]
+    assert int(sample["skipped"]) == 1 and int(sample["index"]) == 2
+
+
+def test_missing_listed_file_is_named(tmp_path):
+    root = make_folder(tmp_path / "set")
+    (tmp_path / "list.txt").write_text("cat/9.png 0\n")
+    with pytest.raises(ImageReadError, match="cat/9.png: no such file"):
+        ImageList(str(root), str(tmp_path / "list.txt"))[0]
+
+
+def test_dataset_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset folder not found"):
+        ImageFolder(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        ImageFolder(str(tmp_path / "empty"))
+
+
+def test_demo_shapes_are_generated_once_and_deterministically(tmp_path):
+    dataset = DemoShapes("val", root=str(tmp_path), train_per_class=2, val_per_class=3)
+    assert len(dataset) == 18 and dataset.class_names == sorted(dataset.class_names)
+    again = DemoShapes("val", root=str(tmp_path), train_per_class=2, val_per_class=3)
+    np.testing.assert_array_equal(dataset[5]["image"], again[5]["image"])
+    first = draw_shape_image(0, 32, np.random.default_rng([1, 0]))
+    np.testing.assert_array_equal(first, draw_shape_image(0, 32, np.random.default_rng([1, 0])))
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".partial")]
+
+
+# -------------------------------------------------------------- transforms
+def test_augmentation_depends_only_on_the_sample_key(tmp_path):
+    root = make_folder(tmp_path / "set")
+    transforms = [{"type": "RandomResizedCrop", "size": 6}, {"type": "RandomHorizontalFlip"}]
+    dataset = builder.build({"type": "ImageFolder", "root": str(root), "transforms": transforms}, DATASETS)
+    a, b = dataset[SampleKey(2, 5, 7)], dataset[SampleKey(2, 5, 7)]
+    np.testing.assert_array_equal(a["image"], b["image"])
+    different = [dataset[SampleKey(2, epoch, 7)]["image"] for epoch in range(6)]
+    assert any(not np.array_equal(different[0], d) for d in different[1:])
+
+
+def test_random_resized_crop_boxes_respect_scale_and_ratio():
+    crop = RandomResizedCrop(8, scale=(0.2, 0.5), ratio=(0.5, 2.0))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        top, left, h, w = crop.crop_box(100, 80, rng)
+        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 80
+        assert 0.2 * 8000 * 0.9 <= h * w <= 0.5 * 8000 * 1.1 and 0.45 <= w / h <= 2.2
+
+
+def test_resize_short_with_crop_ratio_then_center_crop():
+    sample = {"image": np.zeros((300, 400, 3), np.uint8)}
+    sample = ResizeShort(224, crop_ratio=0.875)(sample)
+    assert sample["image"].shape == (256, 341, 3)
+    assert CenterCrop(224)(sample)["image"].shape == (224, 224, 3)
+
+
+def test_geometric_transforms_apply_to_both_images_of_a_pair():
+    image = np.arange(10 * 12 * 3, dtype=np.float32).reshape(10, 12, 3)
+    sample = {"image": image, "target": image.copy()}
+    out = RandomResizedCrop(6, interpolation="nearest")(sample, np.random.default_rng(3))
+    np.testing.assert_array_equal(out["image"], out["target"])
+
+
+# ---------------------------------------------------------------- samplers
+def test_processes_split_each_global_batch_as_one_process_would_see_it():
+    single = list(TrainBatchSampler(50, 8, seed=3))
+    ranks = [list(TrainBatchSampler(50, 4, rank=r, world_size=2, seed=3)) for r in range(2)]
+    assert len(single) == len(ranks[0]) == 6
+    for step, batch in enumerate(single):
+        assert batch == ranks[0][step] + ranks[1][step]
+
+
+def test_resume_starts_mid_epoch_at_the_same_batches():
+    sampler = TrainBatchSampler(40, 4, seed=1)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_epoch(2, start_batch=3)
+    assert list(sampler) == full[3:] and len(sampler) == len(full) - 3
+
+
+def test_epochs_are_shuffled_differently_and_cover_every_sample():
+    sampler = TrainBatchSampler(12, 4, seed=0)
+    orders = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        orders.append([key.index for batch in sampler for key in batch])
+    assert sorted(orders[0]) == list(range(12)) and orders[0] != orders[1]
+
+
+def test_last_partial_batch_is_filled_when_not_dropped():
+    sampler = TrainBatchSampler(10, 4, drop_last=False)
+    batches = list(sampler)
+    assert len(batches) == 3 and all(len(b) == 4 for b in batches)
+
+
+def test_eval_sampler_covers_every_sample_exactly_once_across_processes():
+    seen = [k.index for r in range(3) for batch in EvalBatchSampler(10, 3, rank=r, world_size=3) for k in batch]
+    assert sorted(seen) == list(range(10))

@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Convert official PyTorch / timm weights into a ppuhd .pdparams file.
+
+    python tools/convert_weights.py -c configs/vit/vit_base_patch16_224.yml \\
+        --src vit_base_patch16_224.pth --dst vit_base_patch16_224.pdparams
+
+Reads .pth/.pt (without needing PyTorch: a restricted reader that rebuilds
+tensors and refuses anything else), .safetensors and .npz; finds the weights
+inside {'model': ...} / {'state_dict': ...} checkpoints (or --key), drops a
+'module.' prefix, transposes Linear weights, resizes position embeddings to
+the config's input size, and fails on any missing, unexpected or mis-shaped key.
+"""
+
+import argparse
+import os
+import sys
+
+import _bootstrap  # noqa: F401
+import paddle
+
+from ppuhd import builder
+from ppuhd.config import load_config
+from ppuhd.registry import MODELS, ConfigError
+from ppuhd.weights import ConversionError, convert_torch_state_dict, find_state_dict, load_weights, read_checkpoint
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", required=True, help="config whose model the weights are for")
+    parser.add_argument("--src", required=True, help="PyTorch .pth/.pt, .safetensors or .npz file")
+    parser.add_argument("--dst", required=True, help="output .pdparams file")
+    parser.add_argument("--key", help="entry of the checkpoint that holds the weights (e.g. model_ema)")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.override)
+    except ConfigError as err:
+        sys.exit(f"config error: {err}")
+    model = builder.build(cfg["model"], MODELS, "model")
+    try:
+        state = convert_torch_state_dict(model, find_state_dict(read_checkpoint(args.src), args.key))
+    except (ConversionError, ValueError, KeyError) as err:
+        sys.exit(f"conversion failed: {err}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
+    tmp = f"{args.dst}.tmp-{os.getpid()}"
+    paddle.save(state, tmp)
+    os.replace(tmp, args.dst)  # never leave a half-written file under the final name
+    load_weights(model, args.dst)  # proves the file loads strictly into the model
+    params = sum(int(v.size) for v in state.values())
+    print(f"converted {len(state)} tensors ({params:,} values) from {args.src} to {args.dst}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Evaluate weights on the config's validation set; print and save the metrics as JSON.
+
+    python tools/eval.py -c configs/demo/vit_demo.yml --weights output/vit_demo/checkpoints/best
+    python tools/eval.py -c CFG --weights model.pdparams --output results.json
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import _bootstrap  # noqa: F401
+
+from ppuhd.config import RuntimeOptions, load_config, options_from_dict
+from ppuhd.engine.evaluator import evaluate_config
+from ppuhd.engine.logger import setup_logging
+from ppuhd.registry import ConfigError
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", required=True)
+    parser.add_argument("--weights", required=True, help="checkpoint folder, .pdparams, or a PyTorch/safetensors file")
+    parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a checkpoint folder")
+    parser.add_argument("--output", help="JSON file for the metrics (default: <runtime.output_dir>/eval.json)")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.override)
+    except ConfigError as err:
+        sys.exit(f"config error: {err}")
+    setup_logging()
+    results = evaluate_config(cfg, args.weights, args.ema)
+    output = args.output or os.path.join(options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime").output_dir,
+                                         "eval.json")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        json.dump({"weights": args.weights, "ema": args.ema, "metrics": results}, f, indent=2)
+    for key, value in results.items():
+        print(f"{key}: {value:.4f}")
+    print(f"metrics written to {output}")
+
+
+if __name__ == "__main__":
+    main()

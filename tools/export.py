@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Export a trained model for deployment with Paddle Inference.
+
+    python tools/export.py -c CFG --weights output/vit_demo/checkpoints/best --output output/vit_demo/export
+
+Writes model.json + model.pdiparams (paddle.jit.save) and deploy.yml (input
+size, preprocessing, class names), then checks that the exported model gives
+the same outputs as the training-time model.
+"""
+
+import argparse
+import sys
+
+import _bootstrap  # noqa: F401
+
+from ppuhd.config import load_config
+from ppuhd.deploy import export_model, max_export_difference
+from ppuhd.engine.logger import setup_logging
+from ppuhd.engine.runtime import setup_runtime
+from ppuhd.registry import ConfigError
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", required=True)
+    parser.add_argument("--weights", required=True, help="checkpoint folder or weights file")
+    parser.add_argument("--ema", action="store_true", help="export the EMA weights of a checkpoint folder")
+    parser.add_argument("--output", required=True, help="folder to write the exported model to")
+    parser.add_argument("--dynamic-size", action="store_true", help="accept any input height and width")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size")
+    parser.add_argument("--no-verify", action="store_true", help="skip the dygraph-vs-exported output check")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.override)
+    except ConfigError as err:
+        sys.exit(f"config error: {err}")
+    setup_logging()
+    setup_runtime(device="cpu")
+    deploy, model = export_model(cfg, args.weights, args.output, args.ema,
+                                 args.dynamic_size or None, args.input_size)
+    print(f"exported {deploy['model']} to {args.output} (input {deploy['input_size']}"
+          f"{', any size' if deploy['dynamic_size'] else ''})")
+    if not args.no_verify:
+        diff = max_export_difference(model, args.output, deploy["input_size"])
+        print(f"max |dygraph - exported| on a random batch: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
