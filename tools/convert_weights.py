@@ -15,27 +15,22 @@ import argparse
 import os
 import sys
 
-import _bootstrap  # noqa: F401
 import paddle
+from _cli import add_config_arguments, load_config_or_exit
 
 from ppuhd import builder
-from ppuhd.config import load_config
-from ppuhd.registry import MODELS, ConfigError
+from ppuhd.registry import MODELS
 from ppuhd.weights import ConversionError, convert_torch_state_dict, find_state_dict, load_weights, read_checkpoint
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", required=True, help="config whose model the weights are for")
+    add_config_arguments(parser)
     parser.add_argument("--src", required=True, help="PyTorch .pth/.pt, .safetensors or .npz file")
     parser.add_argument("--dst", required=True, help="output .pdparams file")
     parser.add_argument("--key", help="entry of the checkpoint that holds the weights (e.g. model_ema)")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.override)
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+    cfg = load_config_or_exit(args)
     model = builder.build(cfg["model"], MODELS, "model")
     try:
         state = convert_torch_state_dict(model, find_state_dict(read_checkpoint(args.src), args.key))

@@ -8,28 +8,22 @@
 import argparse
 import json
 import os
-import sys
 
-import _bootstrap  # noqa: F401
+from _cli import add_config_arguments, load_config_or_exit
 
-from ppuhd.config import RuntimeOptions, load_config, options_from_dict
+from ppuhd.config import RuntimeOptions, options_from_dict
 from ppuhd.engine.evaluator import evaluate_config
 from ppuhd.engine.logger import setup_logging
-from ppuhd.registry import ConfigError
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", required=True)
+    add_config_arguments(parser)
     parser.add_argument("--weights", required=True, help="checkpoint folder, .pdparams, or a PyTorch/safetensors file")
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a checkpoint folder")
     parser.add_argument("--output", help="JSON file for the metrics (default: <runtime.output_dir>/eval.json)")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.override)
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+    cfg = load_config_or_exit(args)
     setup_logging()
     results = evaluate_config(cfg, args.weights, args.ema)
     output = args.output or os.path.join(options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime").output_dir,

@@ -9,32 +9,25 @@ the same outputs as the training-time model.
 """
 
 import argparse
-import sys
 
-import _bootstrap  # noqa: F401
+from _cli import add_config_arguments, load_config_or_exit
 
-from ppuhd.config import load_config
 from ppuhd.deploy import export_model, max_export_difference
 from ppuhd.engine.logger import setup_logging
 from ppuhd.engine.runtime import setup_runtime
-from ppuhd.registry import ConfigError
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", required=True)
+    add_config_arguments(parser)
     parser.add_argument("--weights", required=True, help="checkpoint folder or weights file")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights of a checkpoint folder")
     parser.add_argument("--output", required=True, help="folder to write the exported model to")
     parser.add_argument("--dynamic-size", action="store_true", help="accept any input height and width")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size")
     parser.add_argument("--no-verify", action="store_true", help="skip the dygraph-vs-exported output check")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.override)
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+    cfg = load_config_or_exit(args)
     setup_logging()
     setup_runtime(device="cpu")
     deploy, model = export_model(cfg, args.weights, args.output, args.ema,

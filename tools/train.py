@@ -9,20 +9,15 @@
 
 import argparse
 import json
-import sys
 
-import _bootstrap  # noqa: F401
+from _cli import add_config_arguments, load_config_or_exit
 
-from ppuhd.config import load_config
 from ppuhd.engine import train
-from ppuhd.registry import ConfigError
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", required=True, help="YAML config file")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a config value, e.g. -o train.epochs=5 (repeatable)")
+    add_config_arguments(parser)
     parser.add_argument("--resume", metavar="PATH|auto",
                         help="checkpoint folder to continue from, or 'auto' for the latest in the output folder")
     return parser.parse_args(argv)
@@ -30,10 +25,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.override)
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+    cfg = load_config_or_exit(args)
     summary = train(cfg, args.resume)
     if summary is None:  # not the main process
         return

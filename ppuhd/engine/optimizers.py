@@ -37,8 +37,12 @@ def param_groups(model, weight_decay, no_weight_decay=None, no_weight_decay_1d=T
     return [g for g in groups if g["params"]]
 
 
-def _clip(grad_clip_norm):
-    return paddle.nn.ClipGradByGlobalNorm(grad_clip_norm) if grad_clip_norm else None
+def _common(model, weight_decay, no_weight_decay, no_weight_decay_1d, grad_clip_norm):
+    """The arguments every optimizer takes: parameter groups and gradient clipping."""
+    return {
+        "parameters": param_groups(model, weight_decay, no_weight_decay, no_weight_decay_1d),
+        "grad_clip": paddle.nn.ClipGradByGlobalNorm(grad_clip_norm) if grad_clip_norm else None,
+    }
 
 
 @OPTIMIZERS.register()
@@ -50,9 +54,8 @@ def AdamW(model, learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05,
         beta1=betas[0],
         beta2=betas[1],
         epsilon=eps,
-        parameters=param_groups(model, weight_decay, no_weight_decay, no_weight_decay_1d),
         weight_decay=weight_decay,
-        grad_clip=_clip(grad_clip_norm),
+        **_common(model, weight_decay, no_weight_decay, no_weight_decay_1d, grad_clip_norm),
     )
 
 
@@ -65,8 +68,7 @@ def Adam(model, learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, n
         beta1=betas[0],
         beta2=betas[1],
         epsilon=eps,
-        parameters=param_groups(model, weight_decay, no_weight_decay, no_weight_decay_1d),
-        grad_clip=_clip(grad_clip_norm),
+        **_common(model, weight_decay, no_weight_decay, no_weight_decay_1d, grad_clip_norm),
     )
 
 
@@ -78,6 +80,5 @@ def SGD(model, learning_rate, momentum=0.9, nesterov=False, weight_decay=0.0, no
         learning_rate=learning_rate,
         momentum=momentum,
         use_nesterov=nesterov,
-        parameters=param_groups(model, weight_decay, no_weight_decay, no_weight_decay_1d),
-        grad_clip=_clip(grad_clip_norm),
+        **_common(model, weight_decay, no_weight_decay, no_weight_decay_1d, grad_clip_norm),
     )

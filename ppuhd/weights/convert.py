@@ -32,6 +32,12 @@ class ConversionError(ValueError):
     """The source weights do not fit the model."""
 
 
+def key_filter(patterns):
+    """A predicate: does a key match any of the regular expressions ``patterns``?"""
+    compiled = [re.compile(p) for p in patterns]
+    return lambda key: any(p.search(key) for p in compiled)
+
+
 def adapt_state_dict(model, state):
     """Let the model adjust loaded weights to its configuration first.
 
@@ -66,14 +72,14 @@ def convert_torch_state_dict(model, torch_state, exclude=()):
     Model keys matching a regular expression in ``exclude`` are not required;
     the source keys they would come from are dropped.
     """
-    ignored = [re.compile(p) for p in getattr(model, "torch_ignored_keys", ())]
-    excluded = [re.compile(p) for p in exclude]
+    ignored = key_filter(getattr(model, "torch_ignored_keys", ()))
+    excluded = key_filter(exclude)
     torch_state = adapt_state_dict(model, torch_state)
     expected = model.state_dict()
     converted, problems = {}, []
     used = set()
     for key, (torch_key, transpose) in torch_key_plan(model).items():
-        if any(p.search(key) for p in excluded):
+        if excluded(key):
             used.add(torch_key)
             continue
         if torch_key not in torch_state:
@@ -91,7 +97,7 @@ def convert_torch_state_dict(model, torch_state, exclude=()):
     for torch_key in torch_state:
         if torch_key in used or torch_key.endswith("num_batches_tracked"):
             continue
-        if not any(p.search(torch_key) for p in ignored):
+        if not ignored(torch_key):
             problems.append(f"unexpected in the source: {torch_key}")
     if problems:
         shown = "\n  ".join(problems[:20])
