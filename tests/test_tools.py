@@ -123,3 +123,24 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     metrics = [json.loads((tmp_path / run / "metrics.json").read_text())["history"][-1]
                for run in ("single", "double")]
     assert metrics[0] == pytest.approx(metrics[1])  # validation split across two processes, sums gathered
+
+
+@pytest.mark.parametrize(
+    "tool, extra, expected",
+    [
+        ("tools/train.py", ["-o", "train.best_metric=top_1"], "train.best_metric 'top_1' is not reported. Did you mean 'top1'"),
+        ("tools/eval.py", ["--weights", "/nonexistent/best"], "weights file not found: /nonexistent/best"),
+    ],
+)
+def test_bad_input_stops_with_one_line_naming_it(tmp_path, tool, extra, expected):
+    result = run_tool(tool, "-c", write_config(tmp_path), *extra, expect_ok=False)
+    assert result.returncode != 0 and expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_missing_dataset_folder_is_named_before_training(tmp_path):
+    cfg = tmp_path / "missing.yml"
+    cfg.write_text(yaml.safe_dump({**yaml.safe_load(open(write_config(tmp_path))),
+                                   "train_dataset": {"type": "ImageFolder", "root": "/nonexistent/imagenet"}}))
+    result = run_tool("tools/train.py", "-c", str(cfg), expect_ok=False)
+    assert "config error: train_dataset: building datasets 'ImageFolder' failed" in result.stderr
+    assert "dataset folder not found: /nonexistent/imagenet" in result.stderr and "Traceback" not in result.stderr

@@ -19,6 +19,7 @@ import pytest
 
 from ppuhd.weights.readers import (
     CheckpointFormatError,
+    StateDictNotFoundError,
     UnsafeCheckpointError,
     find_state_dict,
     read_checkpoint,
@@ -366,7 +367,7 @@ def test_find_state_dict_choices():
 
 
 def test_find_state_dict_errors():
-    with pytest.raises(KeyError, match=r"no key 'ema'.*\['model', 'epoch'\]"):
+    with pytest.raises(StateDictNotFoundError, match=r"no key 'ema'.*\['model', 'epoch'\]"):
         find_state_dict({"model": {"a": W}, "epoch": 1}, key="ema")
     with pytest.raises(ValueError, match=r"its keys are \['weights', 'epoch'\]"):
         find_state_dict({"weights": {"a": W}, "epoch": 1})

@@ -1,22 +1,31 @@
-"""What the tools share: config arguments, and config errors as one clear line."""
+"""What the tools share: config arguments, and bad input reported as one clear line."""
 
+import contextlib
 import sys
 
 import _bootstrap  # noqa: F401
 
-from ppuhd.config import load_config
+from ppuhd.data.image_io import ImageReadError
 from ppuhd.registry import ConfigError
+from ppuhd.weights import ConversionError, WeightsError
+from ppuhd.weights.readers import CheckpointFormatError, StateDictNotFoundError, UnsafeCheckpointError
+
+# Errors caused by what the user gave (config, weights, images), not by a bug.
+USER_ERRORS = (ConfigError, WeightsError, ConversionError, CheckpointFormatError, UnsafeCheckpointError,
+               StateDictNotFoundError, ImageReadError)
 
 
-def add_config_arguments(parser, required=True):
-    parser.add_argument("-c", "--config", required=required, help="YAML config file")
+def add_config_arguments(parser):
+    parser.add_argument("-c", "--config", required=True, help="YAML config file")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                         help="change a config value, e.g. -o train.epochs=5 (repeatable)")
 
 
-def load_config_or_exit(args):
-    """The config named by the arguments; a config error ends the tool with its message."""
+@contextlib.contextmanager
+def exit_on_user_error():
+    """End the tool with the message of a bad-input error instead of a traceback."""
     try:
-        return load_config(args.config, args.override)
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+        yield
+    except USER_ERRORS as err:
+        kind = "config error" if isinstance(err, ConfigError) else "error"
+        sys.exit(f"{kind}: {err}")

@@ -13,14 +13,14 @@ the config's input size, and fails on any missing, unexpected or mis-shaped key.
 
 import argparse
 import os
-import sys
 
 import paddle
-from _cli import add_config_arguments, load_config_or_exit
+from _cli import add_config_arguments, exit_on_user_error
 
 from ppuhd import builder
+from ppuhd.config import load_config
 from ppuhd.registry import MODELS
-from ppuhd.weights import ConversionError, convert_torch_state_dict, find_state_dict, load_weights, read_checkpoint
+from ppuhd.weights import convert_torch_state_dict, find_state_dict, load_weights, read_checkpoint
 
 
 def main(argv=None):
@@ -30,12 +30,9 @@ def main(argv=None):
     parser.add_argument("--dst", required=True, help="output .pdparams file")
     parser.add_argument("--key", help="entry of the checkpoint that holds the weights (e.g. model_ema)")
     args = parser.parse_args(argv)
-    cfg = load_config_or_exit(args)
-    model = builder.build(cfg["model"], MODELS, "model")
-    try:
+    with exit_on_user_error():
+        model = builder.build(load_config(args.config, args.override)["model"], MODELS, "model")
         state = convert_torch_state_dict(model, find_state_dict(read_checkpoint(args.src), args.key))
-    except (ConversionError, ValueError, KeyError) as err:
-        sys.exit(f"conversion failed: {err}")
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     tmp = f"{args.dst}.tmp-{os.getpid()}"
     paddle.save(state, tmp)

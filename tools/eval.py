@@ -9,9 +9,9 @@ import argparse
 import json
 import os
 
-from _cli import add_config_arguments, load_config_or_exit
+from _cli import add_config_arguments, exit_on_user_error
 
-from ppuhd.config import RuntimeOptions, options_from_dict
+from ppuhd.config import RuntimeOptions, load_config, options_from_dict
 from ppuhd.engine.evaluator import evaluate_config
 from ppuhd.engine.logger import setup_logging
 
@@ -23,9 +23,10 @@ def main(argv=None):
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a checkpoint folder")
     parser.add_argument("--output", help="JSON file for the metrics (default: <runtime.output_dir>/eval.json)")
     args = parser.parse_args(argv)
-    cfg = load_config_or_exit(args)
     setup_logging()
-    results = evaluate_config(cfg, args.weights, args.ema)
+    with exit_on_user_error():
+        cfg = load_config(args.config, args.override)
+        results = evaluate_config(cfg, args.weights, args.ema)
     output = args.output or os.path.join(options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime").output_dir,
                                          "eval.json")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

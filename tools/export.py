@@ -10,8 +10,9 @@ the same outputs as the training-time model.
 
 import argparse
 
-from _cli import add_config_arguments, load_config_or_exit
+from _cli import add_config_arguments, exit_on_user_error
 
+from ppuhd.config import load_config
 from ppuhd.deploy import export_model, max_export_difference
 from ppuhd.engine.logger import setup_logging
 from ppuhd.engine.runtime import setup_runtime
@@ -27,11 +28,11 @@ def main(argv=None):
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size")
     parser.add_argument("--no-verify", action="store_true", help="skip the dygraph-vs-exported output check")
     args = parser.parse_args(argv)
-    cfg = load_config_or_exit(args)
     setup_logging()
     setup_runtime(device="cpu")
-    deploy, model = export_model(cfg, args.weights, args.output, args.ema,
-                                 args.dynamic_size or None, args.input_size)
+    with exit_on_user_error():
+        deploy, model = export_model(load_config(args.config, args.override), args.weights, args.output, args.ema,
+                                     args.dynamic_size or None, args.input_size)
     print(f"exported {deploy['model']} to {args.output} (input {deploy['input_size']}"
           f"{', any size' if deploy['dynamic_size'] else ''})")
     if not args.no_verify:

@@ -9,10 +9,10 @@ import argparse
 import os
 import sys
 
-import _bootstrap  # noqa: F401
 import numpy as np
+from _cli import exit_on_user_error
 
-from ppuhd.data.image_io import IMAGE_EXTENSIONS, ImageReadError
+from ppuhd.data.image_io import IMAGE_EXTENSIONS
 from ppuhd.deploy import Predictor, top_k
 
 
@@ -41,10 +41,8 @@ def main(argv=None):
     files = list_inputs(args.input)
     for start in range(0, len(files), args.batch_size):
         chunk = files[start : start + args.batch_size]
-        try:
+        with exit_on_user_error():
             batch = np.stack([predictor.preprocess(f) for f in chunk])
-        except ImageReadError as err:
-            sys.exit(str(err))
         (logits,) = predictor.run(batch)
         for path, row in zip(chunk, logits):
             ranked = ", ".join(f"{name} {p:.3f}" for name, p in top_k(row, args.topk, names))

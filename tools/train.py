@@ -10,8 +10,9 @@
 import argparse
 import json
 
-from _cli import add_config_arguments, load_config_or_exit
+from _cli import add_config_arguments, exit_on_user_error
 
+from ppuhd.config import load_config
 from ppuhd.engine import train
 
 
@@ -25,8 +26,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config_or_exit(args)
-    summary = train(cfg, args.resume)
+    with exit_on_user_error():
+        summary = train(load_config(args.config, args.override), args.resume)
     if summary is None:  # not the main process
         return
     print("\nTraining finished.")

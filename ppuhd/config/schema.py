@@ -49,6 +49,13 @@ class TrainOptions:
     pretrained: Optional[str] = None  # weights to start from (any format load_weights reads)
     pretrained_exclude: List[str] = field(default_factory=list)  # regexes of keys to leave at init, e.g. '^head\\.'
 
+    def __post_init__(self):
+        if self.best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
+        for name in ("accumulate_steps", "log_interval", "eval_interval", "save_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
 
 @dataclass
 class RuntimeOptions:
@@ -116,17 +123,10 @@ def options_from_dict(cls, data, where):
             )
         nested = _dataclass_type(fields[key].type)
         values[key] = options_from_dict(nested, value, f"{where}.{key}") if nested and value is not None else value
-    return cls(**values)
-
-
-def field_names(section):
-    """Keys a plain section (or nested option group, 'train.amp') accepts."""
-    cls = PLAIN_SECTIONS.get(section.split(".")[0])
-    for part in section.split(".")[1:]:
-        if cls is None:
-            return None
-        cls = _dataclass_type({f.name: f.type for f in dataclasses.fields(cls)}.get(part))
-    return [f.name for f in dataclasses.fields(cls)] if cls else None
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def validate_config(cfg):

@@ -19,7 +19,7 @@ from ..config import (
     save_config,
 )
 from ..data.sampler import EvalBatchSampler, TrainBatchSampler, build_loader
-from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS
+from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS, ConfigError, suggest
 from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, load_weights
 from .amp import MixedPrecision
 from .ema import ModelEMA
@@ -39,7 +39,7 @@ class TrainingSetup:
         self.loader_options = options_from_dict(DataLoaderOptions, cfg.get("dataloader"), "dataloader")
         for section in ("train_dataset", "loss", "optimizer", "lr_scheduler"):
             if not cfg.get(section):
-                raise ValueError(f"training needs a {section!r} section in the config")
+                raise ConfigError(f"training needs a {section!r} section in the config")
 
         self.runtime = setup_runtime(self.runtime_options.device, self.runtime_options.num_threads)
         self.output_dir = self.runtime_options.output_dir
@@ -55,6 +55,7 @@ class TrainingSetup:
         self._build_data()
         self.criterion = builder.build(cfg["loss"], LOSSES, "loss")
         self.metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg.get("metrics") or [])]
+        self._check_best_metric()
 
         self.unit = "epoch" if options.epochs is not None else "iter"
         self.steps_per_epoch = len(self.train_sampler) // options.accumulate_steps
@@ -80,6 +81,15 @@ class TrainingSetup:
             self.ema = ModelEMA(builder.build(cfg["model"], MODELS, "model"), self.model, options.ema.decay)
         # The network that runs the steps: wrapped for gradient averaging across processes.
         self.network = paddle.DataParallel(self.model) if self.runtime.world_size > 1 else self.model
+
+    def _check_best_metric(self):
+        """``train.best_metric`` must be a reported metric (checked now, not after an epoch)."""
+        wanted = self.train_options.best_metric
+        names = [name for metric in self.metrics for name in metric.names]
+        names += [f"ema_{name}" for name in names] if self.train_options.ema is not None else []
+        if wanted is not None and wanted not in names:
+            raise ConfigError(f"train.best_metric {wanted!r} is not reported.{suggest(wanted, names)} "
+                              f"Reported: {', '.join(names) or '(no metrics configured)'}.")
 
     def _build_data(self):
         cfg, options, loader = self.cfg, self.train_options, self.loader_options

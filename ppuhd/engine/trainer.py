@@ -44,7 +44,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.output_dir, self.options.keep_last, s.unit)
         self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"), s.runtime_options.visualdl and s.runtime.is_main)
         self.step = 0
-        self.best = None  # (value, step, metrics)
+        self.best = None  # {'metric', 'value', 'step'} of the best evaluation so far
         self.history = []
         if resume:
             self._resume(resume)
@@ -200,8 +200,6 @@ class Trainer:
         if not results:
             return False
         key = self.options.best_metric or next(iter(results))
-        if key not in results:
-            raise KeyError(f"train.best_metric {key!r} is not among the reported metrics {list(results)}")
         value = results[key]
         better = max if self.options.best_mode == "max" else min
         if self.best is None or better(value, self.best["value"]) != self.best["value"]:

@@ -10,6 +10,11 @@ class Metric:
     independent of how the data was split between processes.
     """
 
+    @property
+    def names(self):
+        """The keys ``compute`` returns (known before any data is seen)."""
+        raise NotImplementedError
+
     def reset(self):
         raise NotImplementedError
 

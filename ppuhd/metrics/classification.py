@@ -18,6 +18,10 @@ class TopKAccuracy(Metric):
         self.topk = tuple(topk)
         self.reset()
 
+    @property
+    def names(self):
+        return [f"top{k}" for k in self.topk]
+
     def reset(self):
         self.correct = {k: 0 for k in self.topk}
         self.total = 0

@@ -32,10 +32,15 @@ from .torch_pickle import (
 
 __all__ = [
     "CheckpointFormatError",
+    "StateDictNotFoundError",
     "UnsafeCheckpointError",
     "find_state_dict",
     "read_checkpoint",
 ]
+
+
+class StateDictNotFoundError(ValueError):
+    """A checkpoint that was read fine but holds no recognisable weights."""
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"  # PROTO opcode, first byte of every protocol >= 2 pickle
@@ -186,17 +191,17 @@ def find_state_dict(obj: object, key: str | None = None) -> dict[str, np.ndarray
     A ``module.`` prefix on every name (``nn.DataParallel``) is removed.
     """
     if not isinstance(obj, Mapping):
-        raise ValueError(f"expected a checkpoint mapping, got {type(obj).__name__}")
+        raise StateDictNotFoundError(f"expected a checkpoint mapping, got {type(obj).__name__}")
     if key is not None:
         if key not in obj:
-            raise KeyError(f"checkpoint has no key {key!r}; its keys are {list(obj)}")
+            raise StateDictNotFoundError(f"checkpoint has no key {key!r}; its keys are {list(obj)}")
         weights = obj[key]
     elif obj and all(isinstance(v, np.ndarray) for v in obj.values()):
         weights = obj
     else:
         found = next((k for k in _CONTAINER_KEYS if k in obj), None)
         if found is None:
-            raise ValueError(
+            raise StateDictNotFoundError(
                 f"cannot find the weights: the checkpoint has none of the keys "
                 f"{list(_CONTAINER_KEYS)} and is not itself a name -> array mapping; "
                 f"its keys are {list(obj)} (pass key=... to choose one)"
@@ -205,12 +210,12 @@ def find_state_dict(obj: object, key: str | None = None) -> dict[str, np.ndarray
 
     where = f"checkpoint[{key!r}]" if key is not None else "checkpoint"
     if not isinstance(weights, Mapping) or not weights:
-        raise ValueError(f"{where} is not a non-empty name -> array mapping")
+        raise StateDictNotFoundError(f"{where} is not a non-empty name -> array mapping")
     for name, value in weights.items():
         if not isinstance(name, str):
-            raise ValueError(f"{where} has a non-string key {name!r}")
+            raise StateDictNotFoundError(f"{where} has a non-string key {name!r}")
         if not isinstance(value, np.ndarray):
-            raise ValueError(
+            raise StateDictNotFoundError(
                 f"{where}[{name!r}] is a {type(value).__name__}, not an array; "
                 "is this the right container?"
             )
