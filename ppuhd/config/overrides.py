@@ -58,5 +58,5 @@ def apply_overrides(cfg, overrides):
             try:
                 validate_config(cfg)
             except ConfigError as err:
-                raise ConfigError(f"override {text!r} names a key that does not exist: {err}") from None
+                raise ConfigError(f"override {text!r}: {err}") from None
     return cfg

@@ -24,12 +24,22 @@ class AmpOptions:
     level: str = "O1"  # O1: per-op casting; O2: fp16/bf16 weights with fp32 master copies
     init_loss_scaling: float = 65536.0
 
+    def __post_init__(self):
+        if self.dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"dtype must be float16 or bfloat16, got {self.dtype!r}")
+        if self.level not in ("O1", "O2"):
+            raise ValueError(f"level must be O1 or O2, got {self.level!r}")
+
 
 @dataclass
 class EmaOptions:
     """Exponential moving average of the weights, updated after each optimizer step."""
 
     decay: float = 0.9999
+
+    def __post_init__(self):
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
 
 
 @dataclass

@@ -16,10 +16,6 @@ class MixedPrecision:
     """
 
     def __init__(self, options, on_gpu):
-        if options.dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"train.amp.dtype must be float16 or bfloat16, got {options.dtype!r}")
-        if options.level not in ("O1", "O2"):
-            raise ValueError(f"train.amp.level must be O1 or O2, got {options.level!r}")
         self.enabled = options.enabled and on_gpu
         if options.enabled and not on_gpu:
             logger.warning("train.amp.enabled is set, but AMP needs a GPU; this run trains in fp32 on the CPU")

@@ -60,7 +60,7 @@ class TrainingSetup:
         self.unit = "epoch" if options.epochs is not None else "iter"
         self.steps_per_epoch = len(self.train_sampler) // options.accumulate_steps
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"an epoch has {len(self.train_sampler)} batches, fewer than train.accumulate_steps "
                 f"({options.accumulate_steps})"
             )
@@ -95,10 +95,13 @@ class TrainingSetup:
         cfg, options, loader = self.cfg, self.train_options, self.loader_options
         rank, world = self.runtime.rank, self.runtime.world_size
         self.train_dataset = builder.build(cfg["train_dataset"], DATASETS, "train_dataset")
-        self.train_sampler = TrainBatchSampler(
-            len(self.train_dataset), loader.batch_size, rank, world, shuffle=True,
-            drop_last=loader.drop_last, seed=options.seed,
-        )
+        try:
+            self.train_sampler = TrainBatchSampler(
+                len(self.train_dataset), loader.batch_size, rank, world, shuffle=True,
+                drop_last=loader.drop_last, seed=options.seed,
+            )
+        except ValueError as err:  # fewer samples than one batch
+            raise ConfigError(f"dataloader: {err}") from None
         self.train_loader = build_loader(self.train_dataset, self.train_sampler, loader.num_workers)
         self.val_loader = None
         if cfg.get("val_dataset"):
