@@ -85,13 +85,6 @@ def convert_depth(image, path, dtype):
     raise ValueError(f"dtype must be 'uint8' or 'float32', got {dtype!r}")
 
 
-def list_images(folder):
-    """Image files directly inside ``folder``, sorted by name."""
-    return sorted(
-        name for name in os.listdir(folder) if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-    )
-
-
 def write_image(path, rgb):
     """Write an RGB uint8 (or uint16) array; the folder is created if needed."""
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
