@@ -162,7 +162,21 @@ def test_processes_split_each_global_batch_as_one_process_would_see_it():
     ranks = [list(TrainBatchSampler(50, 4, rank=r, world_size=2, seed=3)) for r in range(2)]
     assert len(single) == len(ranks[0]) == 6
     for step, batch in enumerate(single):
-        assert batch == ranks[0][step] + ranks[1][step]
+        assert sorted(batch) == sorted(ranks[0][step] + ranks[1][step])
+
+
+def test_repeated_augmentation_sends_each_copy_to_another_process():
+    world, repeats = 3, 3
+    ranks = [list(TrainBatchSampler(60, 4, rank=r, world_size=world, seed=0, repeats=repeats))
+             for r in range(world)]
+    keys = [k for rank in ranks for batch in rank for k in batch]
+    assert len(keys) == 60  # an epoch keeps its length
+    counts = np.bincount([k.index for k in keys], minlength=60)
+    assert set(counts) == {0, repeats} and (counts == repeats).sum() == 20
+    for index in np.flatnonzero(counts):
+        holders = [r for r in range(world) for batch in ranks[r] for k in batch if k.index == index]
+        copies = sorted(k.copy for k in keys if k.index == index)
+        assert sorted(holders) == list(range(world)) and copies == [0, 1, 2]
 
 
 def test_resume_starts_mid_epoch_at_the_same_batches():

@@ -81,6 +81,7 @@ class DataLoaderOptions:
     val_batch_size: Optional[int] = None  # default: batch_size
     num_workers: int = 2
     drop_last: bool = True  # training only
+    repeated_augmentation: int = 1  # copies of each image per epoch, each in another process (DeiT: 3)
 
 
 @dataclass

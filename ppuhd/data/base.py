@@ -15,15 +15,18 @@ ON_ERROR_CHOICES = ("raise", "skip")
 
 
 class SampleKey(NamedTuple):
-    """``(index, epoch, seed)``: what the samplers hand to a dataset.
+    """``(index, epoch, seed, copy)``: what the samplers hand to a dataset.
 
     The augmentation of a sample depends only on its key, so it does not
     change with the number of workers or processes, or after a resume.
+    ``copy`` tells apart the repeats of one image in an epoch (repeated
+    augmentation), so each copy is augmented differently.
     """
 
     index: int
     epoch: int = 0
     seed: int = 0
+    copy: int = 0
 
 
 class BaseDataset(paddle.io.Dataset):
@@ -54,8 +57,8 @@ class BaseDataset(paddle.io.Dataset):
         raise NotImplementedError
 
     def __getitem__(self, key):
-        index, epoch, seed = key if isinstance(key, tuple) else SampleKey(key)
-        rng = np.random.default_rng([seed, epoch, index])
+        index, epoch, seed, copy = key if isinstance(key, tuple) else SampleKey(key)
+        rng = np.random.default_rng([seed, epoch, index, copy])
         skipped = 0
         for attempt in range(len(self)):
             current = (index + attempt) % len(self)

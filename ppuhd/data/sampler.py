@@ -1,9 +1,9 @@
 """Batch samplers for one or many processes, reproducible and resumable.
 
-Every process draws the same global permutation (seeded by run seed and
-epoch) and takes its own slice of each global batch, so N processes with
-batch B see exactly the samples one process with batch N*B sees, step by step.
-A resumed run starts mid-epoch at the batch where it stopped.
+Every process draws the same global order (seeded by run seed and epoch) and
+takes every N-th sample of each global batch, so N processes with batch B see
+exactly the samples one process with batch N*B sees, step by step. A resumed
+run starts mid-epoch at the batch where it stopped.
 """
 
 import math
@@ -25,14 +25,24 @@ class TrainBatchSampler(paddle.io.BatchSampler):
         drop_last: drop the last incomplete global batch; otherwise it is
             filled by wrapping around to the start of the permutation.
         seed: run seed; also seeds each sample's augmentation.
+        repeats: repeated augmentation (Hoffer et al.; DeiT uses 3): each
+            image appears this many times in a row in the global order, each
+            copy augmented differently, and since processes take every N-th
+            sample, the copies land in different processes, as DeiT's
+            RASampler arranges. An epoch keeps ``num_samples`` samples, so it
+            sees about num_samples / repeats distinct images.
     """
 
-    def __init__(self, num_samples, batch_size, rank=0, world_size=1, shuffle=True, drop_last=True, seed=0):
+    def __init__(self, num_samples, batch_size, rank=0, world_size=1, shuffle=True, drop_last=True, seed=0,
+                 repeats=1):
+        if repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {repeats}")
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.seed = seed
+        self.repeats = repeats
         self.epoch, self.start_batch = 0, 0
         global_batch = batch_size * world_size
         count = num_samples // global_batch if drop_last else math.ceil(num_samples / global_batch)
@@ -48,23 +58,27 @@ class TrainBatchSampler(paddle.io.BatchSampler):
         self.epoch, self.start_batch = epoch, start_batch
 
     def order(self, epoch):
-        """The global order of sample indices for ``epoch``."""
-        if not self.shuffle:
-            return np.arange(self.num_samples)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        """The global order of ``(index, copy)`` for ``epoch``, as two arrays."""
+        if self.shuffle:
+            indices = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        else:
+            indices = np.arange(self.num_samples)
+        indices = np.repeat(indices, self.repeats)[: self.num_samples]
+        copies = np.arange(len(indices)) % self.repeats
+        return indices, copies
 
     def __len__(self):
         return self.num_batches - self.start_batch
 
     def __iter__(self):
-        order = self.order(self.epoch)
+        indices, copies = self.order(self.epoch)
         global_batch = self.batch_size * self.world_size
         needed = self.num_batches * global_batch
-        if needed > len(order):
-            order = np.resize(order, needed)  # wrap around to fill the last batch
+        if needed > len(indices):  # wrap around to fill the last batch
+            indices, copies = np.resize(indices, needed), np.resize(copies, needed)
         for b in range(self.start_batch, self.num_batches):
-            start = b * global_batch + self.rank * self.batch_size
-            yield [SampleKey(int(i), self.epoch, self.seed) for i in order[start : start + self.batch_size]]
+            mine = slice(b * global_batch + self.rank, (b + 1) * global_batch, self.world_size)
+            yield [SampleKey(int(i), self.epoch, self.seed, int(c)) for i, c in zip(indices[mine], copies[mine])]
 
 
 class EvalBatchSampler(paddle.io.BatchSampler):

@@ -98,7 +98,7 @@ class TrainingSetup:
         try:
             self.train_sampler = TrainBatchSampler(
                 len(self.train_dataset), loader.batch_size, rank, world, shuffle=True,
-                drop_last=loader.drop_last, seed=options.seed,
+                drop_last=loader.drop_last, seed=options.seed, repeats=loader.repeated_augmentation,
             )
         except ValueError as err:  # fewer samples than one batch
             raise ConfigError(f"dataloader: {err}") from None
