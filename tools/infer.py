@@ -43,7 +43,7 @@ def main(argv=None):
         chunk = files[start : start + args.batch_size]
         with exit_on_user_error():
             batch = np.stack([predictor.preprocess(f) for f in chunk])
-        (logits,) = predictor.run(batch)
+        logits = predictor.run(batch)[0]  # the first output: the averaged head for distilled models
         for path, row in zip(chunk, logits):
             ranked = ", ".join(f"{name} {p:.3f}" for name, p in top_k(row, args.topk, names))
             print(f"{path}: {ranked}")

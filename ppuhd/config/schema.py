@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from .. import builder
-from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS, ConfigError, suggest
+from ..registry import (
+    DATASETS,
+    LOSSES,
+    LR_SCHEDULERS,
+    METRICS,
+    MODELS,
+    OPTIMIZERS,
+    TRANSFORMS,
+    ConfigError,
+    suggest,
+)
 
 
 @dataclass
@@ -103,6 +113,7 @@ COMPONENT_SECTIONS = {
     "loss": (LOSSES, ()),
     "train_dataset": (DATASETS, ()),
     "val_dataset": (DATASETS, ()),
+    "batch_transform": (TRANSFORMS, ()),  # applied to each training batch, e.g. Mixup/CutMix
     "optimizer": (OPTIMIZERS, ("model", "learning_rate")),
     "lr_scheduler": (LR_SCHEDULERS, ("total_steps", "steps_per_epoch", "total_batch_size")),
 }

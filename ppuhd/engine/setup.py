@@ -19,7 +19,7 @@ from ..config import (
     save_config,
 )
 from ..data.sampler import EvalBatchSampler, TrainBatchSampler, build_loader
-from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS, ConfigError, suggest
+from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS, TRANSFORMS, ConfigError, suggest
 from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, load_weights
 from .amp import MixedPrecision
 from .ema import ModelEMA
@@ -54,6 +54,9 @@ class TrainingSetup:
             logger.info("initialised from %s", options.pretrained)
         self._build_data()
         self.criterion = builder.build(cfg["loss"], LOSSES, "loss")
+        self.batch_transform = None
+        if cfg.get("batch_transform"):
+            self.batch_transform = builder.build(cfg["batch_transform"], TRANSFORMS, "batch_transform")
         self.metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg.get("metrics") or [])]
         self._check_best_metric()
 

@@ -81,16 +81,21 @@ class Trainer:
     def _train_step(self, micro_batches):
         """One optimizer step over ``accumulate_steps`` micro-batches; returns the mean loss."""
         s = self.setup
-        paddle.seed(step_seed(self.options.seed, s.runtime.rank, self.step))
+        seed = step_seed(self.options.seed, s.runtime.rank, self.step)
+        paddle.seed(seed)
         s.network.train()
         losses = []
         for i, batch in enumerate(micro_batches):
+            if s.batch_transform is not None:
+                batch = s.batch_transform(batch, np.random.default_rng([seed, i]))
             last = i == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or s.runtime.world_size == 1 else s.network.no_sync()
             with sync:
                 with s.amp.autocast():
                     outputs = s.network(batch["image"])
-                    loss = s.criterion(outputs, batch["target"])
+                    # A distillation loss also gets the (mixed) images, for its teacher.
+                    extra = (batch["image"],) if getattr(s.criterion, "needs_inputs", False) else ()
+                    loss = s.criterion(outputs, batch["target"], *extra)
                 s.amp.backward(loss / len(micro_batches))
             losses.append(float(loss))
         if not all(math.isfinite(v) for v in losses):

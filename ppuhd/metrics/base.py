@@ -8,7 +8,20 @@ class Metric:
     numbers, which the evaluator adds up across processes before calling
     ``compute(sums)`` for the final values. Additive sums make the result
     independent of how the data was split between processes.
+
+    Args:
+        output_index: for models with several outputs (a tuple), which one
+            is scored (e.g. DeiT with ``eval_head: all``: 0 average, 1 class
+            head, 2 distillation head).
+        prefix: put before the reported names (``cls_`` -> ``cls_top1``).
     """
+
+    def __init__(self, output_index=0, prefix=""):
+        self.output_index = output_index
+        self.prefix = prefix
+
+    def select(self, outputs):
+        return outputs[self.output_index] if isinstance(outputs, (tuple, list)) else outputs
 
     @property
     def names(self):

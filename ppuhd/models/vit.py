@@ -160,7 +160,8 @@ class VisionTransformer(nn.Layer):
             bicubic); False for plain bicubic, as the official DeiT code.
     """
 
-    num_prefix_tokens = 1
+    # Learned tokens put before the patch tokens, in order (DeiT adds 'dist_token').
+    prefix_token_names = ("cls_token",)
 
     def __init__(
         self,
@@ -189,7 +190,8 @@ class VisionTransformer(nn.Layer):
         self.global_pool = global_pool
         self.pos_embed_antialias = pos_embed_antialias
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
-        self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=nn.initializer.Constant(0.0))
+        for name in self.prefix_token_names:
+            setattr(self, name, self.create_parameter([1, 1, embed_dim], default_initializer=nn.initializer.Constant(0.0)))
         self.pos_embed = self.create_parameter(
             [1, self.num_prefix_tokens + self.patch_embed.num_patches, embed_dim],
             default_initializer=nn.initializer.Constant(0.0),
@@ -216,13 +218,16 @@ class VisionTransformer(nn.Layer):
                 trunc_normal_(layer.weight)
                 nn.initializer.Constant(0.0)(layer.bias)
 
+    @property
+    def num_prefix_tokens(self):
+        return len(self.prefix_token_names)
+
     def prefix_tokens(self):
-        """The learned tokens put before the patch tokens, in order."""
-        return [self.cls_token]
+        return [getattr(self, name) for name in self.prefix_token_names]
 
     def no_weight_decay_names(self):
         """Parameter names that conventionally get no weight decay."""
-        return {"pos_embed", "cls_token"}
+        return {"pos_embed", *self.prefix_token_names}
 
     def _pos_embed(self, x, grid):
         pos_embed = self.pos_embed

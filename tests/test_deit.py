@@ -1,0 +1,137 @@
+"""DeiT: the distilled model and the distillation loss against the official code."""
+
+import math
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from ppuhd import build_model
+from ppuhd.engine import Trainer
+from ppuhd.losses.classification import CrossEntropyLoss, SoftTargetCrossEntropy
+from ppuhd.losses.distillation import DistillationLoss
+from ppuhd.registry import MODELS
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "deit")
+SMALL = dict(type="DistilledVisionTransformer", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3,
+             num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return np.load(os.path.join(FIXTURES, "deit_reference.npz"))
+
+
+@pytest.fixture
+def model():
+    return build_model(SMALL, weights=os.path.join(FIXTURES, "deit_distilled_small.pth"))
+
+
+def test_training_returns_both_heads_like_the_official_model(model, reference):
+    model.train()
+    cls_logits, dist_logits = model(paddle.to_tensor(reference["x"]))
+    assert np.abs(cls_logits.numpy() - reference["train_cls"]).max() < 1e-5
+    assert np.abs(dist_logits.numpy() - reference["train_dist"]).max() < 1e-5
+
+
+def test_evaluation_returns_the_average_and_either_head_on_request(model, reference):
+    x = paddle.to_tensor(reference["x"])
+    assert np.abs(model(x).numpy() - reference["eval_avg"]).max() < 1e-5
+    model.eval_head = "all"
+    average, cls_logits, dist_logits = model(x)
+    np.testing.assert_allclose(cls_logits.numpy(), reference["train_cls"], atol=1e-5)
+    np.testing.assert_allclose(dist_logits.numpy(), reference["train_dist"], atol=1e-5)
+    np.testing.assert_allclose(average.numpy(), reference["eval_avg"], atol=1e-5)
+
+
+def test_position_embedding_resizing_keeps_both_tokens_apart(reference):
+    bigger = build_model({**SMALL, "img_size": 48}, weights=os.path.join(FIXTURES, "deit_distilled_small.pth"))
+    source = build_model(SMALL, weights=os.path.join(FIXTURES, "deit_distilled_small.pth"))
+    assert bigger.pos_embed.shape == [1, 2 + 36, 48]
+    np.testing.assert_array_equal(bigger.pos_embed.numpy()[:, :2], source.pos_embed.numpy()[:, :2])
+    assert sorted(bigger.no_weight_decay_names()) == ["cls_token", "dist_token", "pos_embed"]
+
+
+def test_named_variants_are_registered_with_deit_sizes():
+    expected = {"deit_tiny_patch16_224": 5_717_416, "deit_small_patch16_224": 22_050_664,
+                "deit_base_patch16_224": 86_567_656, "deit_base_patch16_384": 86_859_496}
+    for name, plain_count in expected.items():
+        distilled_name = name.replace("_patch16", "_distilled_patch16")
+        with paddle.LazyGuard():
+            plain, distilled = MODELS.get(name)(), MODELS.get(distilled_name)()
+        width = plain.embed_dim
+        assert sum(math.prod(p.shape) for p in plain.parameters()) == plain_count
+        # one more token, one more pos_embed row and a second head (width x 1000 + 1000)
+        extra = 2 * width + width * 1000 + 1000
+        assert sum(math.prod(p.shape) for p in distilled.parameters()) == plain_count + extra
+
+
+class LinearTeacher(paddle.nn.Layer):
+    """The fixture's teacher: a Linear layer with the official run's weights."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.fc = paddle.nn.Linear(*weight.T.shape)
+        self.fc.weight.set_value(weight.T)
+        self.fc.bias.set_value(bias)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("kind", ["none", "soft", "hard"])
+@pytest.mark.parametrize("tau", [1.0, 3.0])
+@pytest.mark.parametrize("base_name", ["smooth", "soft"])
+def test_distillation_loss_equals_the_official_one(reference, kind, tau, base_name, tmp_path):
+    teacher = LinearTeacher(reference["teacher_weight"], reference["teacher_bias"])
+    weights = str(tmp_path / "teacher.pdparams")
+    paddle.save(teacher.state_dict(), weights)
+    base = CrossEntropyLoss(0.1) if base_name == "smooth" else SoftTargetCrossEntropy()
+    targets = reference["labels"] if base_name == "smooth" else reference["soft_targets"]
+    fresh_teacher = LinearTeacher(np.zeros_like(reference["teacher_weight"]), np.zeros_like(reference["teacher_bias"]))
+    loss = DistillationLoss(base, fresh_teacher, weights, distillation_type=kind, alpha=0.3, tau=tau)
+    value = loss((paddle.to_tensor(reference["loss_cls"]), paddle.to_tensor(reference["loss_dist"])),
+                 paddle.to_tensor(targets), paddle.to_tensor(reference["loss_inputs"]))
+    assert abs(float(value) - float(reference[f"loss_{base_name}_{kind}_tau{tau:g}"])) < 1e-5
+
+
+def test_the_teacher_is_frozen_in_eval_mode_and_gets_no_gradient(reference, tmp_path):
+    teacher = LinearTeacher(reference["teacher_weight"], reference["teacher_bias"])
+    weights = str(tmp_path / "teacher.pdparams")
+    paddle.save(teacher.state_dict(), weights)
+    loss = DistillationLoss(CrossEntropyLoss(), teacher, weights, "soft")
+    loss.train()
+    assert not loss.teacher.training
+    student = paddle.to_tensor(reference["loss_dist"], stop_gradient=False)
+    value = loss((paddle.to_tensor(reference["loss_cls"]), student), paddle.to_tensor(reference["labels"]),
+                 paddle.to_tensor(reference["loss_inputs"]))
+    value.backward()
+    assert student.grad is not None and teacher.fc.weight.grad is None
+
+
+def test_distillation_without_a_teacher_is_refused():
+    with pytest.raises(ValueError, match="hard distillation needs a teacher and teacher_weights"):
+        DistillationLoss(CrossEntropyLoss(), None, None, "hard")
+
+
+@pytest.mark.slow
+def test_teacher_is_not_in_the_students_checkpoints(tmp_path):
+    from test_engine import tiny_config
+
+    teacher_run = Trainer(tiny_config(tmp_path / "teacher", iters=2, ema=None))
+    teacher_run.run()
+    teacher_weights = os.path.join(teacher_run.checkpoints.latest(), "model.pdparams")
+    cfg = tiny_config(tmp_path / "student", iters=2, ema=None)
+    teacher_cfg = dict(cfg["model"])
+    cfg["model"] = {**cfg["model"], "type": "DistilledVisionTransformer"}
+    cfg["loss"] = {"type": "DistillationLoss", "base": {"type": "CrossEntropyLoss"}, "teacher": teacher_cfg,
+                   "teacher_weights": teacher_weights, "distillation_type": "hard"}
+    student = Trainer(cfg)
+    teacher_before = {k: v.numpy().copy() for k, v in student.setup.criterion.teacher.state_dict().items()}
+    student.run()
+    saved = paddle.load(os.path.join(student.checkpoints.latest(), "model.pdparams"))
+    assert "dist_token" in saved and not any("teacher" in key for key in saved)
+    assert set(saved) == set(student.setup.model.state_dict())
+    for key, value in student.setup.criterion.teacher.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), teacher_before[key])
