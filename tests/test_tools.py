@@ -55,8 +55,8 @@ def test_train_eval_export_infer(tmp_path):
     trained = json.loads((run_dir / "metrics.json").read_text())["history"][-1]
 
     out = run_tool("tools/eval.py", "-c", cfg, "--weights", str(run_dir / "checkpoints" / "best"),
-                   "--output", str(tmp_path / "eval.json")).stdout
-    evaluated = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+                   "--output-dir", str(tmp_path / "eval")).stdout
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
     assert evaluated["top1"] == pytest.approx(trained["top1"]) and "top1:" in out
 
     export_dir = tmp_path / "export"

@@ -65,6 +65,7 @@ class TrainOptions:
     keep_last: int = 3  # periodic checkpoints kept; 'best' is kept apart
     best_metric: Optional[str] = None  # metric deciding 'best'; default: the first one reported
     best_mode: str = "max"  # max or min
+    preview_images: int = 4  # enhancement: validation samples shown as input | output | target
     seed: int = 0
     pretrained: Optional[str] = None  # weights to start from (any format load_weights reads)
     pretrained_exclude: List[str] = field(default_factory=list)  # regexes of keys to leave at init, e.g. '^head\\.'

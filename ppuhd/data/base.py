@@ -32,8 +32,9 @@ class SampleKey(NamedTuple):
 class BaseDataset(paddle.io.Dataset):
     """A list of samples plus transforms.
 
-    Subclasses implement ``__len__``, ``load(index)`` (returning a sample dict
-    with ``image`` and ``target``) and ``describe(index)`` (the file(s) of a
+    Subclasses implement ``__len__``, ``load(index, rng)`` (returning a sample
+    dict with ``image`` and ``target``; ``rng`` is the sample's generator, for
+    datasets that synthesise) and ``describe(index)`` (the file(s) of a
     sample, for messages).
 
     Args:
@@ -50,7 +51,7 @@ class BaseDataset(paddle.io.Dataset):
         self.transforms = Compose(transforms)
         self.on_error = on_error
 
-    def load(self, index):
+    def load(self, index, rng):
         raise NotImplementedError
 
     def describe(self, index):
@@ -63,7 +64,7 @@ class BaseDataset(paddle.io.Dataset):
         for attempt in range(len(self)):
             current = (index + attempt) % len(self)
             try:
-                sample = self.load(current)
+                sample = self.load(current, rng)
                 break
             except ImageReadError as err:
                 if self.on_error == "raise":

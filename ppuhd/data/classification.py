@@ -26,7 +26,7 @@ class ClassificationDataset(BaseDataset):
         path, label = self.samples[index]
         return f"{path} (label {label})"
 
-    def load(self, index):
+    def load(self, index, rng=None):
         path, label = self.samples[index]
         return {"image": read_image(path), "target": np.int64(label)}
 

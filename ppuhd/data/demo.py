@@ -6,9 +6,13 @@ backgrounds (gradients, stripes, checks, smooth noise), with sensor noise and
 blur. Small enough to train a tiny ViT on a CPU in a couple of minutes, and
 varied enough that doing so is not trivial (chance is 1/6).
 
+``DemoLowLight``: normal-light "scenes" (sky and ground gradients, shaded
+objects, textures, thin strokes) darkened into low-light pairs by
+``SyntheticLowLight``, for the enhancement demos.
+
 The images are written once, deterministically, to a cache folder
-(``~/.cache/ppuhd`` unless ``root`` is given) as ordinary PNG files in the
-ImageFolder layout, so they can be looked at and reused.
+(``~/.cache/ppuhd`` unless ``root`` is given) as ordinary PNG files, so they
+can be looked at and reused.
 """
 
 import math
@@ -22,6 +26,7 @@ import numpy as np
 from ..registry import DATASETS
 from .classification import ImageFolder
 from .image_io import write_image
+from .paired import SyntheticLowLight
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ppuhd")
@@ -168,3 +173,62 @@ class DemoShapes(ImageFolder):
 
         ensure_generated(folder, fill)
         super().__init__(os.path.join(folder, split), transforms, on_error)
+
+
+def draw_scene(size, rng):
+    """One normal-light RGB uint8 scene: gradients, shaded objects, textures and strokes."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    horizon = rng.uniform(0.3, 0.7)
+    sky = (1 - yy[..., None] / horizon) * _random_color(rng) + (yy[..., None] / horizon) * _random_color(rng)
+    ground = _random_color(rng) * (0.6 + 0.4 * (yy[..., None] - horizon) / (1 - horizon))
+    image = np.where(yy[..., None] < horizon, sky, ground)
+    for _ in range(rng.integers(4, 9)):
+        mask = np.zeros((size, size), np.uint8)
+        center = tuple(int(c) for c in rng.uniform(0, size, 2))
+        radius = int(rng.uniform(0.05, 0.25) * size)
+        if rng.random() < 0.5:
+            cv2.circle(mask, center, radius, 255, -1)
+        else:
+            pts = _regular_polygon(np.array(center, np.float64), radius, rng.uniform(0, math.pi), int(rng.integers(3, 7)))
+            cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
+        shade = 0.6 + 0.4 * np.clip(1 - np.hypot(xx - center[0] / size, yy - center[1] / size) / 0.3, 0, 1)
+        color = _random_color(rng)[None, None] * shade[..., None]
+        if rng.random() < 0.4:  # a low-contrast texture on the object
+            freq, angle = rng.uniform(10, 30), rng.uniform(0, math.pi)
+            color = color * (0.85 + 0.15 * np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle))))[..., None]
+        alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255, (3, 3), 0.8)[..., None]
+        image = image * (1 - alpha) + color * alpha
+    for _ in range(rng.integers(2, 6)):  # thin strokes: fine detail an enhancer must keep
+        p1, p2 = (tuple(int(c) for c in rng.uniform(0, size, 2)) for _ in range(2))
+        cv2.line(image, p1, p2, _random_color(rng).tolist(), int(rng.integers(1, 3)), cv2.LINE_AA)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+@DATASETS.register()
+class DemoLowLight(SyntheticLowLight):
+    """The demo enhancement set: generated scenes, darkened on the fly (generated on first use).
+
+    Args:
+        split: 'train' or 'val'.
+        root: cache folder; default ``~/.cache/ppuhd``.
+        image_size: side of the square scenes.
+        train_images, val_images: scenes in each split.
+        transforms, on_error: as for other datasets (darkening: SyntheticLowLight's defaults).
+    """
+
+    def __init__(self, split="train", root=None, image_size=256, train_images=48, val_images=8, transforms=None,
+                 on_error="raise"):
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        name = f"demo_scenes_v{_GENERATOR_VERSION}_{image_size}px_{train_images}_{val_images}"
+        folder = os.path.join(root or DEFAULT_CACHE, name)
+        counts = {"train": train_images, "val": val_images}
+
+        def fill(tmp_dir):
+            for seed, part in enumerate(("train", "val")):
+                rng = np.random.default_rng([seed, 100])
+                for i in range(counts[part]):
+                    write_image(os.path.join(tmp_dir, part, f"{i:04d}.png"), draw_scene(image_size, rng))
+
+        ensure_generated(folder, fill)
+        super().__init__(os.path.join(folder, split), transforms=transforms, on_error=on_error)

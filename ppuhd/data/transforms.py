@@ -191,3 +191,57 @@ class ToCHW:
 
     def __call__(self, sample, rng=None):
         return map_images(sample, lambda im: np.ascontiguousarray(im.transpose(2, 0, 1)))
+
+
+@TRANSFORMS.register()
+class RandomCrop:
+    """A random (H, W) crop at the same place in every image of the sample (paired training)."""
+
+    def __init__(self, size):
+        self.size = _pair(size)
+
+    def __call__(self, sample, rng):
+        height, width = sample["image"].shape[:2]
+        h, w = self.size
+        if h > height or w > width:
+            raise ValueError(f"RandomCrop {self.size} is larger than the image ({height}, {width})")
+        top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        return map_images(sample, lambda im: im[top : top + h, left : left + w])
+
+
+@TRANSFORMS.register()
+class RandomFlipRotate:
+    """One of the 8 flips/rotations by 90 degrees of the square, uniformly (paired training).
+
+    The same mode for every image of the sample. UHDFour draws a horizontal
+    flip and a rotation by 0-3 quarter turns, LLFormer one of 8 modes: both
+    are this uniform choice over the eight.
+    """
+
+    def __call__(self, sample, rng):
+        mode = int(rng.integers(8))
+        flip, turns = divmod(mode, 4)
+
+        def apply(im):
+            im = np.rot90(im, turns, axes=(0, 1))
+            return np.ascontiguousarray(im[:, ::-1] if flip else im)
+
+        return map_images(sample, apply)
+
+
+@TRANSFORMS.register()
+class CropToMultiple:
+    """Keep the top-left region whose sides are multiples of ``multiple``.
+
+    UHDFour's official test crops its inputs this way (to a multiple of 8).
+    The models here pad instead, so no pixel is lost; use this only to
+    reproduce official numbers exactly.
+    """
+
+    def __init__(self, multiple=8):
+        self.multiple = multiple
+
+    def __call__(self, sample, rng=None):
+        height, width = sample["image"].shape[:2]
+        h, w = height - height % self.multiple, width - width % self.multiple
+        return map_images(sample, lambda im: im[:h, :w])

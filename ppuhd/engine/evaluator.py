@@ -1,6 +1,7 @@
 """Evaluation over a loader, combined across processes."""
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ from ..data.sampler import EvalBatchSampler, build_loader
 from ..registry import DATASETS, METRICS, MODELS
 from ..weights import load_weights
 from .logger import Progress
+from .reports import ImageSaver, IndexRecorder, gather, write_per_image_csv
 from .runtime import setup_runtime
 
 logger = logging.getLogger(__name__)
@@ -28,11 +30,12 @@ def all_reduce_sums(sums, world_size):
     return dict(zip(keys, packed.numpy().tolist()))
 
 
-def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_seconds=10.0):
+def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_seconds=10.0, on_batch=()):
     """Run ``model`` over ``loader`` and return ``{metric name: value}``.
 
     Each process evaluates its share; the metrics' additive sums are added
-    across processes before the final values are computed.
+    across processes before the final values are computed. Each callable in
+    ``on_batch`` is called with ``(batch, outputs)`` (saving images, previews).
     """
     for metric in metrics:
         metric.reset()
@@ -45,6 +48,8 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
             outputs = model(batch["image"])
             for metric in metrics:
                 metric.update(outputs, batch["target"])
+            for callback in on_batch:
+                callback(batch, outputs)
             progress.update()
             if log_progress and time.perf_counter() - last_log > log_seconds:
                 logger.info("eval %s", progress.line())
@@ -57,11 +62,14 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
     return results
 
 
-def evaluate_config(cfg, weights, ema=False):
+def evaluate_config(cfg, weights, ema=False, report_dir=None, save_images=False):
     """Evaluate ``weights`` on the config's ``val_dataset`` with its ``metrics``.
 
     Returns ``{metric: value}``; works under ``paddle.distributed.launch`` too
-    (each process takes a share of the images).
+    (each process takes a share of the images). With ``report_dir``, metrics
+    that score each image (PSNR, SSIM, ...) are written per image to
+    ``report_dir/per_image.csv``, and with ``save_images`` the outputs to
+    ``report_dir/images/``.
     """
     if not cfg.get("val_dataset") or not cfg.get("metrics"):
         raise ValueError("evaluation needs 'val_dataset' and 'metrics' in the config")
@@ -76,4 +84,16 @@ def evaluate_config(cfg, weights, ema=False):
     metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg["metrics"])]
     logger.info("evaluating %s on %d images", weights, len(dataset))
     loader = build_loader(dataset, sampler, loader_options.num_workers)
-    return evaluate(model, loader, metrics, runtime.world_size, log_progress=True)
+    order = IndexRecorder()
+    callbacks = [order]
+    if save_images and report_dir:
+        callbacks.append(ImageSaver(os.path.join(report_dir, "images"), dataset))
+    results = evaluate(model, loader, metrics, runtime.world_size, log_progress=True, on_batch=callbacks)
+    per_image = [m.per_image() for m in metrics if m.per_image() is not None]
+    if report_dir and per_image:
+        indices = gather(order.indices, runtime.world_size)
+        records = gather([{k: v for part in parts for k, v in part.items()} for parts in zip(*per_image)],
+                         runtime.world_size)
+        if runtime.is_main:
+            write_per_image_csv(os.path.join(report_dir, "per_image.csv"), dataset, indices, records, results)
+    return results

@@ -82,7 +82,7 @@ class Progress:
 
 
 class VisualDLWriter:
-    """VisualDL scalars on the main process; does nothing elsewhere or when off.
+    """VisualDL scalars and images on the main process; does nothing elsewhere or when off.
 
     View with ``visualdl --logdir <output_dir>/vdl``.
     """
@@ -97,6 +97,10 @@ class VisualDLWriter:
     def scalar(self, tag, value, step):
         if self.writer:
             self.writer.add_scalar(tag=tag, value=float(value), step=step)
+
+    def image(self, tag, image_hwc_uint8, step):
+        if self.writer:
+            self.writer.add_image(tag=tag, img=image_hwc_uint8, step=step)
 
     def close(self):
         if self.writer:

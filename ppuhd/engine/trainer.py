@@ -21,7 +21,9 @@ from .checkpoint import (
     read_train_state,
 )
 from .evaluator import evaluate
+from ..data.image_io import write_image
 from .logger import Progress, VisualDLWriter, format_duration
+from .reports import PreviewCollector
 from .runtime import step_seed
 from .setup import TrainingSetup
 
@@ -187,7 +189,9 @@ class Trainer:
         s = self.setup
         results = {}
         if s.val_loader is not None and s.metrics:
-            results = evaluate(s.model, s.val_loader, s.metrics, s.runtime.world_size)
+            preview = PreviewCollector(self.options.preview_images)
+            results = evaluate(s.model, s.val_loader, s.metrics, s.runtime.world_size, on_batch=[preview])
+            self._write_preview(preview.grid())
             if s.ema is not None:
                 ema_results = evaluate(s.ema.model, s.val_loader, s.metrics, s.runtime.world_size)
                 results.update({f"ema_{k}": v for k, v in ema_results.items()})
@@ -200,6 +204,13 @@ class Trainer:
             with open(os.path.join(self.output_dir, "metrics.json"), "w", encoding="utf-8") as f:
                 json.dump({"best": self.best, "history": self.history}, f, indent=2)
         return is_best
+
+    def _write_preview(self, grid):
+        """Validation images as input | output | target rows: a PNG in the output folder and in VisualDL."""
+        if grid is None or not self.setup.runtime.is_main:
+            return
+        write_image(os.path.join(self.output_dir, "previews", f"step_{self.step:06d}.png"), grid)
+        self.vdl.image("val/input_output_target", grid, self.step)
 
     def _update_best(self, results):
         if not results:

@@ -1,3 +1,3 @@
 """Losses; importing this module registers them."""
 
-from . import classification, distillation  # noqa: F401
+from . import classification, distillation, enhancement  # noqa: F401

@@ -39,3 +39,7 @@ class Metric:
 
     def compute(self, sums):
         raise NotImplementedError
+
+    def per_image(self):
+        """``[{name: value}]`` per evaluated sample, in order, for metrics that score each image; else None."""
+        return None

@@ -1,0 +1,101 @@
+"""What evaluation leaves on disk: per-image results, enhanced images and previews."""
+
+import csv
+import os
+
+import cv2
+import numpy as np
+import paddle.distributed as dist
+
+from ..data.image_io import write_image
+from ..metrics.image_quality import quantize
+
+
+def first_output(outputs):
+    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+
+def is_image_batch(outputs, target):
+    """True when the (first) output is a batch of images shaped like the target."""
+    output = first_output(outputs)
+    return output.ndim == 4 and target.ndim == 4 and list(output.shape) == list(target.shape)
+
+
+def to_uint8_images(tensor):
+    """NCHW [0, 1] floats to a list of HWC uint8 images (clamped and rounded, as saved PNGs)."""
+    return [quantize(image) for image in tensor.numpy().transpose(0, 2, 3, 1)]
+
+
+class ImageSaver:
+    """Writes each enhanced image as ``<folder>/<input file stem>.png`` (8-bit, lossless)."""
+
+    def __init__(self, folder, dataset):
+        self.folder = folder
+        self.dataset = dataset
+        os.makedirs(folder, exist_ok=True)
+
+    def __call__(self, batch, outputs):
+        for index, image in zip(batch["index"].numpy(), to_uint8_images(first_output(outputs))):
+            stem = os.path.splitext(self.dataset.name(int(index)))[0]
+            write_image(os.path.join(self.folder, stem + ".png"), image)
+
+
+class IndexRecorder:
+    """Remembers the sample indices in evaluation order, to pair them with per-image records."""
+
+    def __init__(self):
+        self.indices = []
+
+    def __call__(self, batch, outputs):
+        self.indices += [int(i) for i in batch["index"].numpy()]
+
+
+def gather(items, world_size):
+    """The concatenation of ``items`` (a list) over all processes."""
+    if world_size <= 1:
+        return list(items)
+    collected = []
+    dist.all_gather_object(collected, list(items))
+    return [item for part in collected for item in part]
+
+
+def write_per_image_csv(path, dataset, indices, records, means):
+    """One row per image (by file name, in dataset order) and a final row of means."""
+    rows = sorted(zip(indices, records), key=lambda pair: pair[0])
+    fields = list(records[0]) if records else list(means)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", *fields])
+        for index, record in rows:
+            writer.writerow([dataset.name(index), *(f"{record[k]:.6f}" for k in fields)])
+        writer.writerow(["mean", *(f"{means[k]:.6f}" for k in fields)])
+
+
+class PreviewCollector:
+    """Keeps the first ``count`` validation samples as input | output | target strips."""
+
+    def __init__(self, count=4):
+        self.count = count
+        self.strips = []
+
+    def __call__(self, batch, outputs):
+        if len(self.strips) >= self.count or not is_image_batch(outputs, batch["target"]):
+            return
+        columns = [to_uint8_images(t) for t in (batch["image"], first_output(outputs), batch["target"])]
+        for inputs, output, target in zip(*columns):
+            if len(self.strips) < self.count:
+                self.strips.append(np.concatenate([inputs, output, target], axis=1))
+
+    def grid(self):
+        """The strips stacked vertically (resized to the first one's width), or None."""
+        if not self.strips:
+            return None
+        width = self.strips[0].shape[1]
+        rows = [s if s.shape[1] == width else _resize_to_width(s, width) for s in self.strips]
+        return np.concatenate(rows, axis=0)
+
+
+def _resize_to_width(image, width):
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
