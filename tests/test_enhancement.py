@@ -1,0 +1,188 @@
+"""Enhancement data, losses and metrics, against the official code and scikit-image."""
+
+import csv
+import os
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from ppuhd import builder
+from ppuhd.data.base import SampleKey
+from ppuhd.data.demo import DemoLowLight
+from ppuhd.data.image_io import ImageReadError
+from ppuhd.data.paired import LOL, UHDLL, PairedImageFolder, SyntheticLowLight
+from ppuhd.data.transforms import CropToMultiple, RandomCrop
+from ppuhd.losses.enhancement import VGG19Features, vgg19_layer_index
+from ppuhd.metrics.image_quality import ImageQuality, quantize
+from ppuhd.registry import LOSSES
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "enhancement")
+
+
+def save(path, rgb):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(str(path), rgb[..., ::-1] if rgb.ndim == 3 else rgb)
+
+
+def make_pairs(root, names=("a", "b", "c"), size=(20, 16), input_ext=".jpg", target_ext=".png"):
+    rng = np.random.default_rng(0)
+    for name in names:
+        save(root / "input" / f"{name}{input_ext}", rng.integers(0, 60, (*size, 3), dtype=np.uint8))
+        save(root / "gt" / f"{name}{target_ext}", rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return root
+
+
+# ------------------------------------------------------------------ datasets
+def test_pairs_match_by_file_stem_without_a_list_file(tmp_path):
+    root = make_pairs(tmp_path / "UHD-LL" / "testing_set")
+    dataset = UHDLL(str(tmp_path / "UHD-LL"), split="test")
+    assert len(dataset) == 3 and dataset.name(1) == "b.jpg"
+    sample = dataset[0]
+    assert sample["image"].dtype == np.float32 and sample["image"].shape == sample["target"].shape == (20, 16, 3)
+    assert 0 <= sample["image"].min() and sample["target"].max() <= 1
+
+
+def test_unpaired_images_are_named_or_skipped(tmp_path):
+    root = make_pairs(tmp_path / "set")
+    save(root / "input" / "lonely.png", np.zeros((20, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"unpaired images: .*lonely.png has no target"):
+        PairedImageFolder(str(root / "input"), str(root / "gt"))
+    assert len(PairedImageFolder(str(root / "input"), str(root / "gt"), on_error="skip")) == 3
+
+
+def test_size_mismatch_and_corrupt_files_name_the_file(tmp_path):
+    root = make_pairs(tmp_path / "set")
+    save(root / "gt" / "b.png", np.zeros((21, 16, 3), np.uint8))
+    (root / "input" / "c.jpg").write_bytes(b"broken")
+    dataset = PairedImageFolder(str(root / "input"), str(root / "gt"))
+    with pytest.raises(ImageReadError, match=r"b.jpg: size 16x20 differs from its target .*b.png \(16x21\)"):
+        dataset[1]
+    with pytest.raises(ImageReadError, match="c.jpg"):
+        dataset[2]
+    lenient = PairedImageFolder(str(root / "input"), str(root / "gt"), on_error="skip")
+    assert int(lenient[1]["skipped"]) == 2 and int(lenient[1]["index"]) == 0
+
+
+def test_lol_layout_and_16_bit_and_gray_pairs(tmp_path):
+    deep = (np.arange(20 * 16 * 3).reshape(20, 16, 3) * 97 % 65536).astype(np.uint16)
+    save(tmp_path / "our485" / "low" / "1.png", deep)
+    save(tmp_path / "our485" / "high" / "1.png", (deep[..., 0] // 256).astype(np.uint8))
+    sample = LOL(str(tmp_path), "train")[0]
+    np.testing.assert_allclose(sample["image"], deep / 65535.0, atol=1e-7)
+    assert sample["target"].shape == (20, 16, 3)
+
+
+def test_synthetic_low_light_is_fixed_in_evaluation_and_new_each_training_epoch(tmp_path):
+    dataset = DemoLowLight("val", root=str(tmp_path), image_size=32, train_images=2, val_images=2)
+    first, again = dataset[SampleKey(0)], dataset[SampleKey(0)]
+    np.testing.assert_array_equal(first["image"], again["image"])
+    other_epoch = dataset[SampleKey(0, epoch=1)]
+    assert not np.array_equal(first["image"], other_epoch["image"])
+    assert first["image"].mean() < 0.6 * first["target"].mean()  # darker
+    plain = SyntheticLowLight(os.path.dirname(dataset.paths[0]))
+    np.testing.assert_array_equal(plain[SampleKey(0)]["target"], first["target"])
+
+
+def test_paired_crop_and_crop_to_multiple():
+    image = np.random.default_rng(0).random((21, 30, 3)).astype(np.float32)
+    sample = RandomCrop(8)({"image": image, "target": image.copy()}, np.random.default_rng(1))
+    np.testing.assert_array_equal(sample["image"], sample["target"])
+    assert sample["image"].shape == (8, 8, 3)
+    cropped = CropToMultiple(8)({"image": image, "target": image})
+    assert cropped["image"].shape == (16, 24, 3) and np.array_equal(cropped["image"], image[:16, :24])
+
+
+# -------------------------------------------------------------------- losses
+@pytest.fixture(scope="module")
+def official():
+    return np.load(os.path.join(FIXTURES, "losses.npz"))
+
+
+def vgg_file(official, tmp_path):
+    path = str(tmp_path / "vgg.npz")
+    extra = {"features.30.weight": np.zeros(1, np.float32), "classifier.0.weight": np.zeros(1, np.float32)}
+    np.savez(path, **{"features." + k[4:]: official[k] for k in official if k.startswith("vgg.")}, **extra)
+    return path
+
+
+def test_uhdfour_loss_terms_equal_the_official_ones(official, tmp_path):
+    outputs = (paddle.to_tensor(official["output"]), paddle.to_tensor(official["output_down"]))
+    target = paddle.to_tensor(official["target"])
+    terms = {
+        "smooth_l1_full": {"loss": {"type": "SmoothL1Loss"}, "weight": 5.0, "output": 0},
+        "smooth_l1_down": {"loss": {"type": "SmoothL1Loss"}, "weight": 0.5, "output": 1},
+        "ssim_term": {"loss": {"type": "SSIMLoss"}, "weight": 0.002, "output": 0},
+        "perceptual_conv2_2": {"loss": {"type": "PerceptualLoss", "weights": vgg_file(official, tmp_path),
+                                        "layer": "conv2_2"}, "weight": 0.001, "output": 1},
+    }
+    total = 0.0
+    for name, term in terms.items():
+        value = float(builder.build({"type": "CombinedLoss", "terms": [term]}, LOSSES)(outputs, target))
+        assert value == pytest.approx(float(official[name]), rel=1e-5, abs=1e-8), name
+        total += float(official[name])
+    combined = builder.build({"type": "CombinedLoss", "terms": list(terms.values())}, LOSSES)
+    assert float(combined(outputs, target)) == pytest.approx(total, rel=1e-5)
+
+
+def test_target_is_downscaled_like_the_official_bilinear_interpolate(official):
+    resized = paddle.nn.functional.interpolate(paddle.to_tensor(official["target"]), size=[8, 6], mode="bilinear")
+    np.testing.assert_allclose(resized.numpy(), official["target_down"], atol=1e-6)
+
+
+def test_vgg_layer_names_index_torchvision_features():
+    assert vgg19_layer_index("conv4_4") == 25 and vgg19_layer_index("relu5_4") == 35
+    assert vgg19_layer_index("conv1_1") == 0 and vgg19_layer_index("relu2_2") == 8
+    assert len(VGG19Features("conv4_4").features) == 26  # the official features[0:26]
+    with pytest.raises(ValueError, match="no layer 'conv6_1'"):
+        vgg19_layer_index("conv6_1")
+
+
+def test_combined_loss_term_errors():
+    with pytest.raises(ValueError, match="term 0 must have 'loss'"):
+        builder.build({"type": "CombinedLoss", "terms": [{"weigth": 1.0, "loss": {"type": "L1Loss"}}]}, LOSSES)
+
+
+# ------------------------------------------------------------------- metrics
+@pytest.mark.parametrize("shape", [(48, 40, 3), (37, 53, 3)])
+def test_metrics_equal_scikit_image_in_both_conventions(shape):
+    rng = np.random.default_rng(1)
+    target = rng.random(shape).astype(np.float32)
+    output = (target + rng.normal(0, 0.08, shape)).astype(np.float32)  # unclamped, as the model gives it
+    metric = ImageQuality("uhdfour")
+    metric.update(paddle.to_tensor(output.transpose(2, 0, 1)[None]), paddle.to_tensor(target.transpose(2, 0, 1)[None]))
+    (record,) = metric.per_image()
+    assert record["psnr"] == pytest.approx(10 * np.log10(1 / np.mean((output.astype(np.float64) - target) ** 2)),
+                                           abs=1e-6)
+    assert record["ssim"] == pytest.approx(structural_similarity(output, target, data_range=1, channel_axis=-1),
+                                           abs=1e-6)
+    assert record["mae"] == pytest.approx(np.abs(output.astype(np.float64) - target).mean(), abs=1e-6)
+
+    metric = ImageQuality("llformer")
+    metric.update(paddle.to_tensor(output.transpose(2, 0, 1)[None]), paddle.to_tensor(target.transpose(2, 0, 1)[None]))
+    (record,) = metric.per_image()
+    saved_output, saved_target = quantize(output), quantize(target)  # what LLFormer writes and reads back
+    assert record["psnr"] == pytest.approx(peak_signal_noise_ratio(saved_target, saved_output), abs=1e-6)
+    assert record["ssim"] == pytest.approx(structural_similarity(saved_output, saved_target, channel_axis=-1), abs=1e-6)
+    assert record["mae"] == pytest.approx(np.abs(saved_output / 255.0 - saved_target / 255.0).mean(), abs=1e-6)
+
+
+def test_quantize_rounds_half_to_even_like_img_as_ubyte():
+    from skimage import img_as_ubyte
+
+    values = np.array([0.5, 1.5, 2.5, 127.5, 254.5], dtype=np.float32) / 255
+    np.testing.assert_array_equal(quantize(values), img_as_ubyte(values))
+    np.testing.assert_array_equal(quantize(np.array([-0.2, 1.3], np.float32)), [0, 255])
+
+
+def test_metric_averages_over_images_and_names_its_outputs():
+    metric = ImageQuality("uhdfour", measures=("psnr",), output_index=1, prefix="down_")
+    rng = np.random.default_rng(2)
+    target = paddle.to_tensor(rng.random((3, 3, 16, 16)).astype(np.float32))
+    low = paddle.to_tensor(rng.random((3, 3, 16, 16)).astype(np.float32))
+    metric.update((paddle.zeros_like(target), low), target)
+    per_image = [r["down_psnr"] for r in metric.per_image()]
+    assert metric.compute(metric.sums()) == {"down_psnr": pytest.approx(np.mean(per_image))}
+    assert metric.names == ["down_psnr"]
