@@ -216,11 +216,19 @@ class RandomFlipRotate:
     The same mode for every image of the sample. UHDFour draws a horizontal
     flip and a rotation by 0-3 quarter turns, LLFormer one of 8 modes: both
     are this uniform choice over the eight.
+
+    Args:
+        keep_shape: use only the 4 modes that keep H x W (no quarter turns),
+            for non-square crops that must batch together.
     """
 
+    def __init__(self, keep_shape=False):
+        self.keep_shape = keep_shape
+
     def __call__(self, sample, rng):
-        mode = int(rng.integers(8))
-        flip, turns = divmod(mode, 4)
+        flip, turns = divmod(int(rng.integers(8)), 4)
+        if self.keep_shape:
+            turns = 2 * (turns % 2)  # 0 or a half turn
 
         def apply(im):
             im = np.rot90(im, turns, axes=(0, 1))
