@@ -135,3 +135,26 @@ def test_teacher_is_not_in_the_students_checkpoints(tmp_path):
     assert set(saved) == set(student.setup.model.state_dict())
     for key, value in student.setup.criterion.teacher.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), teacher_before[key])
+
+
+@pytest.mark.slow
+def test_demo_pair_trains_a_teacher_then_distils_a_student(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    short = ["-o", "train.epochs=null", "-o", "train.iters=20", "-o", "train.eval_interval=20"]
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    for config, out, extra in [
+        ("configs/demo/deit_teacher_demo.yml", teacher_dir, []),
+        ("configs/demo/deit_demo.yml", student_dir,
+         ["-o", f"loss.teacher_weights={teacher_dir / 'checkpoints' / 'best' / 'model.pdparams'}"]),
+    ]:
+        result = subprocess.run([sys.executable, "tools/train.py", "-c", config, *short, *extra,
+                                 "-o", f"runtime.output_dir={out}"], cwd=repo, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stderr
+    final = json.loads((student_dir / "metrics.json").read_text())["history"][-1]
+    assert {"top1", "cls_top1", "dist_top1", "ema_top1"} <= set(final)
+    assert "cls_top1" in result.stdout and "dist_top1" in result.stdout
