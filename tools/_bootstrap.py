@@ -15,3 +15,5 @@ import warnings  # noqa: E402
 
 # Printed at every Paddle import on machines without ccache; irrelevant here.
 warnings.filterwarnings("ignore", message="No ccache found")
+# Printed while tracing models for export; says nothing about the result.
+warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
