@@ -47,7 +47,7 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
         for batch in loader:
             outputs = model(batch["image"])
             for metric in metrics:
-                metric.update(outputs, batch["target"])
+                metric.update(batch["image"] if metric.source == "input" else outputs, batch["target"])
             for callback in on_batch:
                 callback(batch, outputs)
             progress.update()

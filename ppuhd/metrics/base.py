@@ -14,11 +14,17 @@ class Metric:
             is scored (e.g. DeiT with ``eval_head: all``: 0 average, 1 class
             head, 2 distillation head).
         prefix: put before the reported names (``cls_`` -> ``cls_top1``).
+        source: 'output' scores the model's output; 'input' scores the
+            model's input against the target instead, a baseline (how far a
+            low-light input is from its reference, before enhancement).
     """
 
-    def __init__(self, output_index=0, prefix=""):
+    def __init__(self, output_index=0, prefix="", source="output"):
+        if source not in ("output", "input"):
+            raise ValueError(f"source must be 'output' or 'input', got {source!r}")
         self.output_index = output_index
         self.prefix = prefix
+        self.source = source
 
     def select(self, outputs):
         return outputs[self.output_index] if isinstance(outputs, (tuple, list)) else outputs

@@ -76,11 +76,13 @@ class ImageQuality(Metric):
     Args:
         convention: 'uhdfour' or 'llformer'.
         measures: which of psnr, ssim, mae to report.
-        output_index, prefix: see ``Metric`` (UHDFour's full-resolution output is 0).
+        output_index, prefix, source: see ``Metric`` (UHDFour's full-resolution
+            output is 0; ``source: input`` with ``prefix: input_`` reports the
+            low-light input's own scores for comparison).
     """
 
-    def __init__(self, convention="uhdfour", measures=MEASURES, output_index=0, prefix=""):
-        super().__init__(output_index, prefix)
+    def __init__(self, convention="uhdfour", measures=MEASURES, output_index=0, prefix="", source="output"):
+        super().__init__(output_index, prefix, source)
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         unknown = set(measures) - set(MEASURES)

@@ -1,3 +1,3 @@
 """Model families; importing this module registers every model."""
 
-from . import classifier, convnet, deit, regnet, uhdfour, vit  # noqa: F401
+from . import classifier, convnet, deit, llformer, regnet, uhdfour, vit  # noqa: F401

@@ -1,0 +1,556 @@
+"""LLFormer (Wang et al., AAAI 2023), as the official ``model/LLFormer.py`` builds it.
+
+"Ultra-High-Definition Low-Light Image Enhancement: A Benchmark and
+Transformer-Based Method". A 3x3 convolution embeds the image; three stages of
+axis-based transformer blocks run at full resolution and a layer-attention
+module fuses their three outputs. An encoder (four downsamplings) and a decoder
+(weighted skips, each followed by a 1x1 conv) make the U-shaped middle; its
+output is mixed, with learned per-channel weights, with a full-resolution
+``latent`` stage; three refinement stages follow, fused again by layer
+attention, then a 3x3 output convolution.
+
+Pieces, each ported with the original's quirks:
+
+* Transformer block: ``x + attn(norm1(x))``, ``x + ffn(norm2(x))``.
+* Channel LayerNorm over C at every pixel, biased variance, eps 1e-5.
+  ``'BiasFree'`` divides the *uncentred* x by the standard deviation, as the
+  original does.
+* Axis-based attention (``NextAttentionZ``): attention along the width within
+  every row (``row_att``), then along the height within every column
+  (``col_att``), in that order (the paper's figure draws height first). Each
+  of the two: qkv = 1x1 conv then two depthwise 3x3 convs; q and k
+  L2-normalised over the head dimension; scores times one learnable scalar
+  ``fac`` (init 1) with no 1/sqrt(d); softmax; a 1x1 output conv. Its convs
+  always have a bias (the block's ``bias`` flag is not passed on).
+* Dual gated feed-forward network: 1x1 conv to 2 x int(dim * 2.66), depthwise
+  3x3, ``gelu(x2) * x1 + gelu(x1) * x2`` with exact (erf) GELU, 1x1 conv.
+* Layer attention (``LAM_Module_v2``): each of the three stacked feature maps
+  is one token (qkv 1x1 + depthwise 3x3 over the concatenation, normalised,
+  times a learnable ``temperature``), a 3x3 attention, 1x1 conv, residual.
+* Down: 3x3 conv C -> C/2 then PixelUnshuffle(2); Up: 3x3 conv C -> 2C then
+  PixelShuffle(2); no bias.
+* Skips: ``skip_conv(a * enc + b * dec)`` with per-channel weights ``a``, ``b``
+  (init 1). Level 1 uses ``skip_1_0`` and the full-resolution mix has no conv;
+  ``skip_2_1`` and ``coefficient`` are built but never used (kept: they are in
+  the official state_dict and in its parameter count).
+* ``skip=True`` adds the input image to the output (the trained model has it off).
+
+Differences from the original; the mathematics is the same, only the
+rounding differs (float64 runs of both agree to 1e-15):
+
+* Any input size. The network needs sides that are multiples of 16; forward
+  reflect-pads the bottom and right edges to the next multiple of 16 and crops
+  the output back, exactly as the official ``test.py``/``test_UHD.py`` pad
+  around the model. Their own padding is then a no-op, since it leaves
+  multiples of 16 alone. (Sides must be at least 9 pixels: reflection cannot
+  pad more than the side minus one.) ``forward_aligned`` is the bare network.
+* Bounded memory. The original builds the attention scores of every row (or
+  column) at once: rows x W x W floats, 4.7 GB for one 720x1280 tile at full
+  resolution. Here the rows (columns) are processed in chunks whose scores stay
+  within ``attn_budget_mb`` (chunks span the whole batch and all heads, and
+  hold at least one row). Gradients flow through the chunks too. The qkv and
+  FFN projections are computed one part (q, k, v; each FFN half) at a time
+  from slices of the conv weights, so the map of all parts is never held.
+* The column attention runs on the map as it is, with its depthwise kernels
+  transposed, instead of transposing the whole feature map twice; the
+  LayerNorm normalises over the channel axis in place instead of going to
+  (B, HW, C) and back.
+* The scale ``fac`` multiplies the normalised q instead of the W x W scores
+  (one pass over a small tensor instead of a large one).
+* ``LAM_Module_v2`` takes the three maps concatenated along channels,
+  (B, 3C, H, W), the memory layout of the original's (B, 3, C, H, W). Its
+  token norms come from matmuls rather than ``F.normalize``: Paddle's CPU
+  norm adds the C*H*W elements one by one, which lost 4e-5 of relative
+  precision at 256x256 (see ``LAM_Module_v2.forward``).
+* Exportable with free H and W (``paddle.jit.to_static`` + ``jit.save``): the
+  chunk loop becomes a graph while-loop, and PixelUnshuffle is written as
+  reshape + transpose, since Paddle's op rejects unknown sizes.
+
+Parameter names equal the official state_dict's (``encoder_1.0.attn.row_att.q1.weight``,
+``norm1.body.weight``, ...), so an official checkpoint converts key for key.
+
+The class defaults are the official constructor's, which are NOT the trained
+model (``num_blocks=[1, 2, 4, 8]``). Every official train/test script uses
+``num_blocks=[2, 4, 8, 16]`` with the other defaults: that configuration,
+24,549,014 parameters, is registered as ``llformer``.
+
+Initialisation follows PyTorch's defaults, as the original training did:
+every conv gets :func:`torch_default_init_` (Paddle's own conv init differs),
+LayerNorm weight 1 and bias 0, attention scales, temperatures and skip weights 1.
+"""
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from ..registry import MODELS
+from .layers import torch_default_init_
+from .variants import register_variant
+
+# Four 2x downsamplings: the network needs sides divisible by 16.
+SIZE_MULTIPLE = 16
+LAYERNORM_EPS = 1e-5
+NORMALIZE_EPS = 1e-12  # F.normalize's floor on the norm
+
+
+def _conv(in_channels, out_channels, kernel_size, bias, groups=1):
+    """A 'same'-padded Conv2D with PyTorch's default init."""
+    conv = nn.Conv2D(
+        in_channels,
+        out_channels,
+        kernel_size,
+        padding=kernel_size // 2,
+        groups=groups,
+        bias_attr=None if bias else False,
+    )
+    torch_default_init_(conv)
+    return conv
+
+
+def _ones_parameter(layer, shape, trainable=True):
+    param = layer.create_parameter(shape, default_initializer=nn.initializer.Constant(1.0))
+    param.stop_gradient = not trainable
+    return param
+
+
+def _conv_slice(conv, x, start, end, transpose_kernel=False):
+    """Output channels [start, end) of ``conv(x)``, from the matching slice of its weights."""
+    weight = conv.weight[start:end]
+    if transpose_kernel:
+        weight = weight.transpose([0, 1, 3, 2])
+    bias = None if conv.bias is None else conv.bias[start:end]
+    groups = 1 if conv._groups == 1 else end - start  # depthwise: one group per channel
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=groups)
+
+
+def split_projection(x, pointwise, depthwise, parts, transpose_kernels=False):
+    """``depthwise[-1](...depthwise[0](pointwise(x))).chunk(parts, axis=1)``, one part at a time.
+
+    After the 1x1 conv every channel goes through the depthwise convs on its
+    own, so each part (q, k, v; the two FFN halves) can be computed from
+    slices of the weights. The map of all parts is never built and no part is
+    copied out of it: at full resolution that is most of a block's memory.
+    ``transpose_kernels`` transposes the depthwise kernels (see ``col_att``).
+    """
+    size = pointwise.weight.shape[0] // parts
+    outputs = []
+    for start in range(0, size * parts, size):
+        y = _conv_slice(pointwise, x, start, start + size)
+        for conv in depthwise:
+            y = _conv_slice(conv, y, start, start + size, transpose_kernels)
+        outputs.append(y)
+    return outputs
+
+
+def _centred_and_variance(x):
+    """x minus its channel mean, and the biased channel variance (torch's var(unbiased=False))."""
+    centred = x - x.mean(axis=1, keepdim=True)
+    return centred, (centred * centred).mean(axis=1, keepdim=True)
+
+
+def _channels(param):
+    return param.reshape([1, -1, 1, 1])
+
+
+class WithBiasLayerNorm(nn.Layer):
+    """LayerNorm over the channels of a (B, C, H, W) map: (x - mean) / std * weight + bias."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = _ones_parameter(self, [dim])
+        self.bias = self.create_parameter([dim], default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, x):
+        centred, var = _centred_and_variance(x)
+        return centred / paddle.sqrt(var + LAYERNORM_EPS) * _channels(self.weight) + _channels(self.bias)
+
+
+class BiasFreeLayerNorm(nn.Layer):
+    """x / std * weight; the original does not subtract the mean here (its std does)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = _ones_parameter(self, [dim])
+
+    def forward(self, x):
+        _, var = _centred_and_variance(x)
+        return x / paddle.sqrt(var + LAYERNORM_EPS) * _channels(self.weight)
+
+
+class LayerNorm(nn.Layer):
+    """Holds the norm as ``body``, so keys read ``norm1.body.weight`` as in the original."""
+
+    def __init__(self, dim, LayerNorm_type):
+        super().__init__()
+        self.body = BiasFreeLayerNorm(dim) if LayerNorm_type == "BiasFree" else WithBiasLayerNorm(dim)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _attend(q, k, v, fac):
+    """Attention of (..., d, L) queries on (..., d, L) keys/values, returning (..., d, L).
+
+    q and k are L2-normalised over d (as ``F.normalize``); the scores
+    (..., L, L) get the scalar ``fac`` and no 1/sqrt(d).
+    """
+    q = F.normalize(q, axis=-2, epsilon=NORMALIZE_EPS) * fac
+    k = F.normalize(k, axis=-2, epsilon=NORMALIZE_EPS)
+    scores = paddle.matmul(q, k, transpose_x=True)  # (..., L queries, L keys)
+    # The scores are the largest tensor here: overwrite them with the softmax
+    # (safe for autograd, matmul's backward needs only its inputs). A graph
+    # has no in-place softmax_; its own inplace pass does this.
+    softmax = F.softmax_ if paddle.in_dynamic_mode() else F.softmax
+    probs = softmax(scores, axis=-1)
+    return paddle.matmul(v, probs, transpose_y=True)
+
+
+def axis_attention(q, k, v, fac, along_height, budget_bytes):
+    """Self-attention along one image axis, in chunks of rows or columns.
+
+    ``q``, ``k``, ``v``: (B*heads, d, H, W). ``along_height=False``: every row
+    attends along W; True: every column along H. Rows (columns) are
+    independent, so they are processed a chunk at a time, each chunk's scores
+    (B*heads, n, L, L) staying within ``budget_bytes`` (n >= 1); only the
+    chunk being processed is put into the (..., d, L) layout the matmuls need.
+    """
+    line_axis = 3 if along_height else 2
+    length_axis = 2 if along_height else 3
+    # Row chunks: (B', d, n, W) <-> (B', n, d, W); column chunks: (B', d, H, n) <-> (B', n, d, H).
+    to_lines = [0, 3, 1, 2] if along_height else [0, 2, 1, 3]
+    from_lines = [0, 2, 3, 1] if along_height else [0, 2, 1, 3]
+    itemsize = paddle.finfo(q.dtype).bits // 8
+
+    def attend_lines(start=None, end=None):
+        parts = (q, k, v) if start is None else (paddle.slice(t, [line_axis], [start], [end]) for t in (q, k, v))
+        return _attend(*(t.transpose(to_lines) for t in parts), fac).transpose(from_lines)
+
+    if not paddle.in_dynamic_mode():
+        return _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize)
+    batch, length, count = q.shape[0], q.shape[length_axis], q.shape[line_axis]
+    step = max(1, int(budget_bytes // (batch * length * length * itemsize)))
+    if step >= count:
+        return attend_lines()
+    chunks = [attend_lines(start, start + step) for start in range(0, count, step)]
+    return paddle.concat(chunks, axis=line_axis)
+
+
+def _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize):
+    """The chunk loop of :func:`axis_attention` as a graph while-loop (H, W unknown when exporting).
+
+    Each chunk's result is written into a preallocated output; the eager path
+    concatenates instead, since an eager ``while_loop`` copies its loop
+    variables on every iteration.
+    """
+    shape = paddle.shape(q)
+    batch, length, count = shape[0], shape[length_axis], shape[line_axis]
+
+    def scalar(value):  # (the *_like creators ask a graph value for its place, with a warning)
+        return paddle.full([], value, dtype=shape.dtype)
+
+    step = paddle.maximum(scalar(int(budget_bytes)) // (batch * length * length * itemsize), scalar(1))
+
+    def body(start, out):
+        end = paddle.minimum(start + step, count)
+        index = (slice(None),) * line_axis + (slice(start, end),)
+        return start + step, paddle.static.setitem(out, index, attend_lines(start, end))
+
+    empty = paddle.zeros(shape, dtype=q.dtype)
+    _, out = paddle.static.nn.while_loop(lambda start, _: start < count, body, [scalar(0), empty])
+    return out
+
+
+class NextAttentionImplZ(nn.Layer):
+    """One axis of the axis-based attention: qkv convs, attention along W (or H), 1x1 out."""
+
+    def __init__(self, num_dims, num_heads, bias, along_height=False, attn_budget_mb=256.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.along_height = along_height
+        self.budget_bytes = attn_budget_mb * 2**20
+        self.q1 = _conv(num_dims, num_dims * 3, 1, bias)
+        self.q2 = _conv(num_dims * 3, num_dims * 3, 3, bias, groups=num_dims * 3)
+        self.q3 = _conv(num_dims * 3, num_dims * 3, 3, bias, groups=num_dims * 3)
+        self.fac = _ones_parameter(self, [1])
+        self.fin = _conv(num_dims, num_dims, 1, bias)
+
+    def forward(self, x):
+        channels = x.shape[1]
+        # The original runs the column attention on the transposed map; a 3x3
+        # conv of the transposed map is the conv with the transposed kernel.
+        qkv = split_projection(x, self.q1, [self.q2, self.q3], 3, transpose_kernels=self.along_height)
+        # Channels are (heads, head_dim), so heads fold into the batch without
+        # copying (0 in a shape keeps that axis' size).
+        q, k, v = (t.reshape([-1, channels // self.num_heads, 0, 0]) for t in qkv)
+        out = axis_attention(q, k, v, self.fac, self.along_height, self.budget_bytes)
+        return self.fin(out.reshape([-1, channels, 0, 0]))
+
+
+class NextAttentionZ(nn.Layer):
+    """Row attention (along W), then column attention (along H), as the code orders them."""
+
+    def __init__(self, num_dims, num_heads=1, bias=True, attn_budget_mb=256.0):
+        super().__init__()
+        if num_dims % num_heads:
+            raise ValueError(f"num_dims {num_dims} is not divisible by num_heads {num_heads}")
+        self.row_att = NextAttentionImplZ(num_dims, num_heads, bias, False, attn_budget_mb)
+        self.col_att = NextAttentionImplZ(num_dims, num_heads, bias, True, attn_budget_mb)
+
+    def forward(self, x):
+        return self.col_att(self.row_att(x))
+
+
+class FeedForward(nn.Layer):
+    """Dual gated feed-forward network: each half gates the other through GELU."""
+
+    def __init__(self, dim, ffn_expansion_factor, bias):
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = _conv(dim, hidden * 2, 1, bias)
+        self.dwconv = _conv(hidden * 2, hidden * 2, 3, bias, groups=hidden * 2)
+        self.project_out = _conv(hidden, dim, 1, bias)
+
+    def forward(self, x):
+        x1, x2 = split_projection(x, self.project_in, [self.dwconv], 2)
+        return self.project_out(F.gelu(x2) * x1 + F.gelu(x1) * x2)
+
+
+class TransformerBlock(nn.Layer):
+    def __init__(self, dim, num_heads, ffn_expansion_factor, bias, LayerNorm_type, attn_budget_mb=256.0):
+        super().__init__()
+        self.norm1 = LayerNorm(dim, LayerNorm_type)
+        # The original builds the attention with its default bias=True, not ``bias``.
+        self.attn = NextAttentionZ(dim, num_heads, attn_budget_mb=attn_budget_mb)
+        self.norm2 = LayerNorm(dim, LayerNorm_type)
+        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class OverlapPatchEmbed(nn.Layer):
+    def __init__(self, in_c, embed_dim, bias=False):
+        super().__init__()
+        self.proj = _conv(in_c, embed_dim, 3, bias)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class PixelUnshuffle(nn.Layer):
+    """``nn.PixelUnshuffle`` written as reshape + transpose (the same data movement).
+
+    Paddle's own op rejects unknown H and W, so it cannot be exported with
+    free image sizes. Output channel ``c * r * r + i * r + j`` holds pixel
+    offset (i, j) of input channel c, as in PyTorch.
+    """
+
+    def __init__(self, downscale_factor):
+        super().__init__()
+        self.factor = downscale_factor
+
+    def forward(self, x):
+        r, channels, width = self.factor, x.shape[1], x.shape[3]
+        x = x.reshape([0, channels, -1, r, width // r, r])  # (B, C, H/r, i, W/r, j)
+        return x.transpose([0, 1, 3, 5, 2, 4]).reshape([0, channels * r * r, -1, width // r])
+
+
+class Downsample(nn.Layer):
+    def __init__(self, n_feat):
+        super().__init__()
+        self.body = nn.Sequential(_conv(n_feat, n_feat // 2, 3, False), PixelUnshuffle(2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class Upsample(nn.Layer):
+    def __init__(self, n_feat):
+        super().__init__()
+        self.body = nn.Sequential(_conv(n_feat, n_feat * 2, 3, False), nn.PixelShuffle(2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _token_norms(tokens):
+    """L2 norms of the rows of (B, N, L) ``tokens``, floored as ``F.normalize`` does."""
+    gram = paddle.matmul(tokens, tokens, transpose_y=True)
+    return paddle.sqrt(paddle.diagonal(gram, axis1=-2, axis2=-1)).clip(min=NORMALIZE_EPS)
+
+
+class LAM_Module_v2(nn.Layer):
+    """Layer attention over N stacked maps given as (B, N*C, H, W): each map is one token."""
+
+    def __init__(self, in_dim, num_layers=3, bias=True):
+        super().__init__()
+        self.num_layers = num_layers
+        self.temperature = _ones_parameter(self, [1])
+        self.qkv = _conv(in_dim, in_dim * 3, 1, bias)
+        self.qkv_dwconv = _conv(in_dim * 3, in_dim * 3, 3, bias, groups=in_dim * 3)
+        self.project_out = _conv(in_dim, in_dim, 1, bias)
+
+    def forward(self, x):
+        projections = split_projection(x, self.qkv, [self.qkv_dwconv], 3)
+        q, k, v = (t.reshape([0, self.num_layers, -1]) for t in projections)
+        # normalize(q) @ normalize(k)^T, with the norms taken from the diagonals
+        # of q q^T and k k^T: each token has C*H*W elements (15M for one
+        # 720x1280 tile), and Paddle's CPU p_norm/sum add them up one by one
+        # (relative error 4e-5 already at 256x256, which the temperature and
+        # softmax amplify), while matmul accumulates in blocks. It also spares
+        # two full-size normalised copies.
+        norms = _token_norms(q).unsqueeze(-1) * _token_norms(k).unsqueeze(-2)
+        cosine = paddle.matmul(q, k, transpose_y=True) / norms
+        attn = F.softmax(cosine * self.temperature, axis=-1)
+        out = paddle.matmul(attn, v).reshape(paddle.shape(x))
+        return self.project_out(out) + x
+
+
+class LLFormer(nn.Layer):
+    """LLFormer; the defaults are the official constructor's (see the module docstring).
+
+    Args: as the official constructor, plus
+        attn_budget_mb: the most memory (MiB) the axis attention's scores may
+            take at once; rows/columns are processed in chunks to stay within it.
+    """
+
+    task = "enhancement"  # for export and inference: outputs are images
+
+    def __init__(
+        self,
+        inp_channels=3,
+        out_channels=3,
+        dim=16,
+        num_blocks=(1, 2, 4, 8),
+        num_refinement_blocks=2,
+        heads=(1, 2, 4, 8),
+        ffn_expansion_factor=2.66,
+        bias=False,
+        LayerNorm_type="WithBias",
+        attention=True,
+        skip=False,
+        attn_budget_mb=256.0,
+    ):
+        super().__init__()
+        self.skip = skip
+
+        def stage(width, num_heads, depth):
+            return nn.Sequential(
+                *[
+                    TransformerBlock(width, num_heads, ffn_expansion_factor, bias, LayerNorm_type, attn_budget_mb)
+                    for _ in range(depth)
+                ]
+            )
+
+        def skip_weights(width):
+            # Trainable only with ``attention`` (the original's requires_grad=attention).
+            return _ones_parameter(self, [2, width], trainable=attention)
+
+        # Never used in forward; kept for the state_dict (and the parameter count).
+        self.coefficient = _ones_parameter(self, [4, 2, dim * 8], trainable=attention)
+
+        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
+        self.encoder_1 = stage(dim, heads[0], num_blocks[0])
+        self.encoder_2 = stage(dim, heads[0], num_blocks[0])
+        self.encoder_3 = stage(dim, heads[0], num_blocks[0])
+        self.layer_fussion = LAM_Module_v2(dim * 3)
+        self.conv_fuss = _conv(dim * 3, dim, 1, bias)
+        self.latent = stage(dim, heads[0], num_blocks[0])
+
+        self.down_1 = Downsample(dim)
+        self.decoder_level1_0 = stage(dim * 2, heads[1], num_blocks[0])
+        self.down_2 = Downsample(dim * 2)
+        self.decoder_level2_0 = stage(dim * 4, heads[2], num_blocks[1])
+        self.down_3 = Downsample(dim * 4)
+        self.decoder_level3_0 = stage(dim * 8, heads[3], num_blocks[2])
+        self.down_4 = Downsample(dim * 8)
+        self.decoder_level4 = stage(dim * 16, heads[3], num_blocks[3])
+
+        self.up4_3 = Upsample(dim * 16)
+        self.decoder_level3_1 = stage(dim * 8, heads[3], num_blocks[2])
+        self.up3_2 = Upsample(dim * 8)
+        self.decoder_level2_1 = stage(dim * 4, heads[2], num_blocks[1])
+        self.up2_1 = Upsample(dim * 4)
+        self.decoder_level1_1 = stage(dim * 2, heads[1], num_blocks[0])
+        self.up2_0 = Upsample(dim * 2)
+
+        self.coefficient_4_3 = skip_weights(dim * 8)
+        self.coefficient_3_2 = skip_weights(dim * 4)
+        self.coefficient_2_1 = skip_weights(dim * 2)
+        self.coefficient_1_0 = skip_weights(dim)
+        self.skip_4_3 = _conv(dim * 8, dim * 8, 1, bias)
+        self.skip_3_2 = _conv(dim * 4, dim * 4, 1, bias)
+        self.skip_2_1 = _conv(dim * 2, dim * 2, 1, bias)  # never used: level 1 uses skip_1_0
+        self.skip_1_0 = _conv(dim * 2, dim * 2, 1, bias)
+
+        self.refinement_1 = stage(dim, heads[0], num_refinement_blocks)
+        self.refinement_2 = stage(dim, heads[0], num_refinement_blocks)
+        self.refinement_3 = stage(dim, heads[0], num_refinement_blocks)
+        self.layer_fussion_2 = LAM_Module_v2(dim * 3)
+        self.conv_fuss_2 = _conv(dim * 3, dim, 1, bias)
+        self.output = _conv(dim, out_channels, 3, bias)
+
+    @staticmethod
+    def _mix(weights, encoder, decoder):
+        """``weights[0] * encoder + weights[1] * decoder`` with per-channel weights."""
+        return _channels(weights[0]) * encoder + _channels(weights[1]) * decoder
+
+    @staticmethod
+    def _stacked(stages, x):
+        """Run the stages one after another; their outputs concatenated along channels.
+
+        Only the concatenation outlives the call, so the separate full-resolution
+        outputs are not held through the rest of the network.
+        """
+        outputs = []
+        for stage in stages:
+            x = stage(x)
+            outputs.append(x)
+        return paddle.concat(outputs, axis=1)
+
+    def forward_aligned(self, inp_img):
+        """The original network; H and W must be multiples of 16."""
+        encoders = [self.encoder_1, self.encoder_2, self.encoder_3]
+        fused = self.conv_fuss(self.layer_fussion(self._stacked(encoders, self.patch_embed(inp_img))))
+
+        level1 = self.decoder_level1_0(self.down_1(fused))
+        level2 = self.decoder_level2_0(self.down_2(level1))
+        level3 = self.decoder_level3_0(self.down_3(level2))
+        level4 = self.decoder_level4(self.down_4(level3))
+
+        x = self.skip_4_3(self._mix(self.coefficient_4_3, level3, self.up4_3(level4)))
+        x = self.skip_3_2(self._mix(self.coefficient_3_2, level2, self.up3_2(self.decoder_level3_1(x))))
+        x = self.skip_1_0(self._mix(self.coefficient_2_1, level1, self.up2_1(self.decoder_level2_1(x))))
+        x = self._mix(self.coefficient_1_0, self.latent(fused), self.up2_0(self.decoder_level1_1(x)))
+
+        refinements = [self.refinement_1, self.refinement_2, self.refinement_3]
+        out = self.output(self.conv_fuss_2(self.layer_fussion_2(self._stacked(refinements, x))))
+        return out + inp_img if self.skip else out
+
+    def forward(self, inp_img):
+        """Any H, W: reflect-pad bottom/right to multiples of 16, run, crop back."""
+        height, width = inp_img.shape[2], inp_img.shape[3]  # graph values when exported with free H/W
+        pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
+        if paddle.in_dynamic_mode() and not (pad_h or pad_w):
+            return self.forward_aligned(inp_img)
+        padded = F.pad(inp_img, [0, pad_w, 0, pad_h], mode="reflect")
+        return self.forward_aligned(padded)[:, :, :height, :width]
+
+
+MODELS.register(LLFormer)
+
+# The configuration of every official train/test script (the paper's model).
+register_variant(
+    "llformer",
+    LLFormer,
+    dim=16,
+    num_blocks=[2, 4, 8, 16],
+    num_refinement_blocks=2,
+    heads=[1, 2, 4, 8],
+    ffn_expansion_factor=2.66,
+    bias=False,
+    LayerNorm_type="WithBias",
+    attention=True,
+    skip=False,
+)
