@@ -1,19 +1,26 @@
 #!/usr/bin/env python
-"""Classify images with an exported model (Paddle Inference; oneDNN on CPU, GPU if available).
+"""Run an exported model on images (Paddle Inference; oneDNN on CPU, GPU if available).
 
-    python tools/infer.py --model-dir output/vit_demo/export --input photo.jpg
-    python tools/infer.py --model-dir DIR --input a_folder/ --topk 3
+Classifiers print the top-k classes; enhancement models write the enhanced images.
+
+    python tools/infer.py --model-dir output/vit_demo/export --input photo.jpg --topk 3
+    python tools/infer.py --model-dir output/uhdfour_demo/export --input low_light/ --output enhanced/
 """
 
 import argparse
+import logging
 import os
 import sys
 
 import numpy as np
 from _cli import exit_on_user_error
 
-from ppuhd.data.image_io import IMAGE_EXTENSIONS
+from ppuhd.data.image_io import IMAGE_EXTENSIONS, write_image
 from ppuhd.deploy import Predictor, top_k
+from ppuhd.engine.logger import Progress, setup_logging
+from ppuhd.metrics.image_quality import quantize
+
+logger = logging.getLogger("infer")
 
 
 def list_inputs(path):
@@ -27,26 +34,48 @@ def list_inputs(path):
     return [path]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", required=True, help="folder written by tools/export.py")
-    parser.add_argument("--input", required=True, help="an image file or a folder of images")
-    parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    args = parser.parse_args(argv)
-    predictor = Predictor(args.model_dir, args.device, args.threads)
+def classify(predictor, files, batch_size, k):
     names = predictor.deploy.get("class_names")
-    files = list_inputs(args.input)
-    for start in range(0, len(files), args.batch_size):
-        chunk = files[start : start + args.batch_size]
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
         with exit_on_user_error():
             batch = np.stack([predictor.preprocess(f) for f in chunk])
         logits = predictor.run(batch)[0]  # the first output: the averaged head for distilled models
         for path, row in zip(chunk, logits):
-            ranked = ", ".join(f"{name} {p:.3f}" for name, p in top_k(row, args.topk, names))
+            ranked = ", ".join(f"{name} {p:.3f}" for name, p in top_k(row, k, names))
             print(f"{path}: {ranked}")
+
+
+def enhance(predictor, files, output_dir):
+    """One image at a time (full resolution, any size); 8-bit PNGs named after the inputs."""
+    progress = Progress(len(files), unit="image")
+    for path in files:
+        with exit_on_user_error():
+            image = predictor.preprocess(path)
+        enhanced = predictor.run(image[None])[0][0].transpose(1, 2, 0)
+        target = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        write_image(target, quantize(enhanced))
+        progress.update()
+        logger.info("%s -> %s (%s)", path, target, progress.line())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", required=True, help="folder written by tools/export.py")
+    parser.add_argument("--input", required=True, help="an image file or a folder of images")
+    parser.add_argument("--output", default="infer_output", help="enhancement: folder for the enhanced images")
+    parser.add_argument("--topk", type=int, default=5, help="classification: classes to print per image")
+    parser.add_argument("--batch-size", type=int, default=8, help="classification: images per batch")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    predictor = Predictor(args.model_dir, args.device, args.threads)
+    files = list_inputs(args.input)
+    if predictor.task == "enhancement":
+        enhance(predictor, files, args.output)
+    else:
+        classify(predictor, files, args.batch_size, args.topk)
 
 
 if __name__ == "__main__":

@@ -59,9 +59,18 @@ class Predictor:
         self.predictor.run()
         return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
 
+    @property
+    def task(self):
+        return self.deploy.get("task", "classification")
+
     def preprocess(self, path):
-        """Read an image file and apply the exported evaluation transforms (CHW float32)."""
-        return self.transforms({"image": read_image(path)})["image"]
+        """Read an image file and apply the exported evaluation transforms (CHW float32).
+
+        Enhancement models read images as floats in [0, 1] (keeping 16-bit
+        precision), classifiers as 8-bit, as in training.
+        """
+        image = read_image(path, "float32" if self.task == "enhancement" else "uint8")
+        return self.transforms({"image": image})["image"]
 
 
 def top_k(logits, k, class_names=None):
