@@ -2,6 +2,7 @@
 
 import csv
 import os
+import sys
 
 import cv2
 import numpy as np
@@ -226,3 +227,36 @@ def test_uhdfour_demo_trains_evaluates_exports_and_enhances(tmp_path):
          "--output", str(tmp_path / "enhanced"))
     enhanced = cv2.imread(str(tmp_path / "enhanced" / "odd.png"))
     assert enhanced.shape == (70, 90, 3)  # any size: padded to a multiple of 8 and cropped back
+
+
+def test_lpips_equals_the_lpips_package(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures"))
+    from lpips_weights import seeded_weights
+
+    from ppuhd.metrics.lpips import LPIPS, LPIPSAlex
+
+    reference = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "lpips", "lpips_alex.npz"))
+    shapes = {}
+    network = LPIPSAlex()
+    for key in reference["keys"]:
+        index = int(key.split(".")[2]) if key.startswith("net.") else int(key[3])
+        layer = network.features[str(index)] if key.startswith("net.") else network.lins[index]
+        shapes[str(key)] = tuple(getattr(layer, "bias" if key.endswith("bias") else "weight").shape)
+    weights = str(tmp_path / "lpips_full.npz")
+    np.savez(weights, **seeded_weights(shapes), **{"scaling_layer.shift": np.zeros((1, 3, 1, 1), np.float32)})
+    metric = LPIPS(weights)
+    a, b = reference["a"], reference["b"]
+    metric.update(paddle.to_tensor(a / 255.0, dtype="float32"), paddle.to_tensor(b / 255.0, dtype="float32"))
+    got = [r["lpips"] for r in metric.per_image()]
+    np.testing.assert_allclose(got, reference["distance"], rtol=1e-5, atol=1e-6)
+    assert metric.compute(metric.sums())["lpips"] == pytest.approx(float(np.mean(reference["distance"])), rel=1e-5)
+
+
+def test_lpips_needs_every_weight(tmp_path):
+    from ppuhd.metrics.lpips import LPIPS
+
+    only_lins = str(tmp_path / "alex.npz")
+    np.savez(only_lins, **{f"lin{i}.model.1.weight": np.ones((1, c, 1, 1), np.float32)
+                           for i, c in enumerate([64, 192, 384, 256, 256])})
+    with pytest.raises(ValueError, match="missing: features.0.weight"):
+        LPIPS(only_lins)
