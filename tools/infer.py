@@ -5,6 +5,7 @@ Classifiers print the top-k classes; enhancement models write the enhanced image
 
     python tools/infer.py --model-dir output/vit_demo/export --input photo.jpg --topk 3
     python tools/infer.py --model-dir output/uhdfour_demo/export --input low_light/ --output enhanced/
+    python tools/infer.py --model-dir DIR --input frame_8k.png --tile-size 720 1280 --tile-stride 360 640
 """
 
 import argparse
@@ -18,6 +19,7 @@ from _cli import exit_on_user_error
 from ppuhd.data.image_io import IMAGE_EXTENSIONS, write_image
 from ppuhd.deploy import Predictor, top_k
 from ppuhd.engine.logger import Progress, setup_logging
+from ppuhd.engine.tiling import tiled_forward
 from ppuhd.metrics.image_quality import quantize
 
 logger = logging.getLogger("infer")
@@ -46,17 +48,37 @@ def classify(predictor, files, batch_size, k):
             print(f"{path}: {ranked}")
 
 
-def enhance(predictor, files, output_dir):
-    """One image at a time (full resolution, any size); 8-bit PNGs named after the inputs."""
+def enhance(predictor, files, output_dir, tiling):
+    """One image at a time, full frame or tiled; 8-bit PNGs named after the inputs."""
     progress = Progress(len(files), unit="image")
     for path in files:
         with exit_on_user_error():
             image = predictor.preprocess(path)
-        enhanced = predictor.run(image[None])[0][0].transpose(1, 2, 0)
+        if tiling:
+            enhanced = tiled_forward(lambda tiles: predictor.run(tiles)[0], image, **tiling, log_seconds=30.0)
+        else:
+            enhanced = predictor.run(image[None])[0][0]
+        enhanced = enhanced.transpose(1, 2, 0)
         target = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         write_image(target, quantize(enhanced))
         progress.update()
         logger.info("%s -> %s (%s)", path, target, progress.line())
+
+
+def tiling_options(deploy, args):
+    """Tiling from the export (the config's ``tiling``), changed by the command line; None: full frames."""
+    if args.full_frame:
+        return None
+    options = dict(deploy.get("tiling") or {})
+    if args.tile_size:
+        options["tile_size"] = args.tile_size
+    if args.tile_stride:
+        options["stride"] = args.tile_stride
+    if not options:
+        return None
+    options.setdefault("tile_size", [720, 1280])
+    options["multiple"] = options.get("multiple") or deploy.get("input_multiple", 1)
+    return options
 
 
 def main(argv=None):
@@ -64,6 +86,10 @@ def main(argv=None):
     parser.add_argument("--model-dir", required=True, help="folder written by tools/export.py")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", default="infer_output", help="enhancement: folder for the enhanced images")
+    parser.add_argument("--tile-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="enhancement: run tiles of this size (default: the config's tiling, if any)")
+    parser.add_argument("--tile-stride", type=int, nargs=2, metavar=("H", "W"), help="enhancement: tile step")
+    parser.add_argument("--full-frame", action="store_true", help="enhancement: no tiling, whatever the config says")
     parser.add_argument("--topk", type=int, default=5, help="classification: classes to print per image")
     parser.add_argument("--batch-size", type=int, default=8, help="classification: images per batch")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
@@ -73,7 +99,7 @@ def main(argv=None):
     predictor = Predictor(args.model_dir, args.device, args.threads)
     files = list_inputs(args.input)
     if predictor.task == "enhancement":
-        enhance(predictor, files, args.output)
+        enhance(predictor, files, args.output, tiling_options(predictor.deploy, args))
     else:
         classify(predictor, files, args.batch_size, args.topk)
 

@@ -13,6 +13,7 @@ from .schema import (
     EmaOptions,
     ExportOptions,
     RuntimeOptions,
+    TilingOptions,
     TrainOptions,
     options_from_dict,
     validate_config,
@@ -21,7 +22,7 @@ from .schema import (
 __all__ = [
     "load_config", "save_config", "merge", "read_yaml", "apply_overrides", "parse_value", "validate_config",
     "options_from_dict", "AmpOptions", "DataLoaderOptions", "EmaOptions", "ExportOptions", "RuntimeOptions",
-    "TrainOptions",
+    "TilingOptions", "TrainOptions",
 ]
 
 

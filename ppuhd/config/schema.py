@@ -101,11 +101,30 @@ class ExportOptions:
     dynamic_size: bool = False  # export with free H and W where the model allows it
 
 
+@dataclass
+class TilingOptions:
+    """Tiled inference for image-to-image models (evaluation, validation, export/infer).
+
+    Leave the section out (or null) to run full frames.
+    """
+
+    tile_size: List[int] = field(default_factory=lambda: [720, 1280])  # [H, W]
+    stride: Optional[List[int]] = None  # [H, W]; default: half a tile
+    tile_batch: int = 1  # tiles per forward
+    blend: str = "average"  # average (official LLFormer) or feather
+    multiple: Optional[int] = None  # pad the frame to this first; default: the model's own
+
+    def __post_init__(self):
+        if self.blend not in ("average", "feather"):
+            raise ValueError(f"blend must be 'average' or 'feather', got {self.blend!r}")
+
+
 PLAIN_SECTIONS = {
     "train": TrainOptions,
     "runtime": RuntimeOptions,
     "dataloader": DataLoaderOptions,
     "export": ExportOptions,
+    "tiling": TilingOptions,
 }
 
 # section -> (registry, run-time arguments the engine supplies)

@@ -220,13 +220,18 @@ class RandomFlipRotate:
     Args:
         keep_shape: use only the 4 modes that keep H x W (no quarter turns),
             for non-square crops that must batch together.
+        identity_twice: draw as LLFormer's dataset does, ``random.randint(0,
+            8)``: 9 outcomes of which two leave the image as it is, so the
+            identity has probability 2/9 and each other mode 1/9.
     """
 
-    def __init__(self, keep_shape=False):
+    def __init__(self, keep_shape=False, identity_twice=False):
         self.keep_shape = keep_shape
+        self.identity_twice = identity_twice
 
     def __call__(self, sample, rng):
-        flip, turns = divmod(int(rng.integers(8)), 4)
+        draw = int(rng.integers(9 if self.identity_twice else 8))
+        flip, turns = divmod(draw % 8, 4)
         if self.keep_shape:
             turns = 2 * (turns % 2)  # 0 or a half turn
 

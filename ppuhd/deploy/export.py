@@ -74,6 +74,8 @@ def export_model(cfg, weights, output_dir, ema=False, dynamic_size=None, input_s
         "dynamic_size": bool(options.dynamic_size),
         "transforms": val_transforms,
         "class_names": _class_names(cfg),
+        "tiling": cfg.get("tiling"),  # tools/infer.py runs tiles the way evaluation does
+        "input_multiple": getattr(model, "input_multiple", 1),
     }
     with open(os.path.join(output_dir, DEPLOY_FILE), "w", encoding="utf-8") as f:
         yaml.safe_dump(deploy, f, sort_keys=False)

@@ -16,6 +16,7 @@ from ..weights import load_weights
 from .logger import Progress
 from .reports import ImageSaver, IndexRecorder, gather, write_per_image_csv
 from .runtime import setup_runtime
+from .tiling import evaluation_model
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ def evaluate_config(cfg, weights, ema=False, report_dir=None, save_images=False)
     callbacks = [order]
     if save_images and report_dir:
         callbacks.append(ImageSaver(os.path.join(report_dir, "images"), dataset))
-    results = evaluate(model, loader, metrics, runtime.world_size, log_progress=True, on_batch=callbacks)
+    results = evaluate(evaluation_model(model, cfg), loader, metrics, runtime.world_size, log_progress=True,
+                       on_batch=callbacks)
     per_image = [m.per_image() for m in metrics if m.per_image() is not None]
     if report_dir and per_image:
         indices = gather(order.indices, runtime.world_size)

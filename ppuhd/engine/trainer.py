@@ -26,6 +26,7 @@ from .logger import Progress, VisualDLWriter, format_duration
 from .reports import PreviewCollector
 from .runtime import step_seed
 from .setup import TrainingSetup
+from .tiling import evaluation_model
 
 logger = logging.getLogger(__name__)
 
@@ -190,10 +191,12 @@ class Trainer:
         results = {}
         if s.val_loader is not None and s.metrics:
             preview = PreviewCollector(self.options.preview_images)
-            results = evaluate(s.model, s.val_loader, s.metrics, s.runtime.world_size, on_batch=[preview])
+            results = evaluate(evaluation_model(s.model, self.setup.cfg), s.val_loader, s.metrics,
+                               s.runtime.world_size, on_batch=[preview])
             self._write_preview(preview.grid())
             if s.ema is not None:
-                ema_results = evaluate(s.ema.model, s.val_loader, s.metrics, s.runtime.world_size)
+                ema_results = evaluate(evaluation_model(s.ema.model, self.setup.cfg), s.val_loader, s.metrics,
+                                       s.runtime.world_size)
                 results.update({f"ema_{k}": v for k, v in ema_results.items()})
             logger.info("eval at step %d: %s", self.step, "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
             for key, value in results.items():

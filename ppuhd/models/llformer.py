@@ -416,6 +416,7 @@ class LLFormer(nn.Layer):
     """
 
     task = "enhancement"  # for export and inference: outputs are images
+    input_multiple = SIZE_MULTIPLE  # the network's own size multiple (forward pads to it)
 
     def __init__(
         self,

@@ -507,6 +507,7 @@ class UHDFour(nn.Layer):
         if low_channels % 4:
             raise ValueError(f"low_channels must be a multiple of 4 (half instance norms of halves), got {low_channels}")
         self.factor = factor
+        self.input_multiple = factor  # the network's own size multiple (forward pads to it)
         self.pad_input = pad_input
         self._down_kernel = _downsample_kernel(factor)
         self.extract = nn.Conv2D(3, extract_channels, 1)

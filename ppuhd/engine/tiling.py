@@ -1,0 +1,143 @@
+"""Tiled inference for image-to-image models: bounded memory on 4K and 8K frames.
+
+The image is padded (reflect, bottom and right) to the model's size multiple,
+cut into tiles of ``tile_size`` every ``stride`` pixels, the tiles are run in
+batches of ``tile_batch``, and the outputs are merged:
+
+* ``blend: average``: overlapping outputs are averaged uniformly, as the
+  official LLFormer test does (720x1280 tiles at stride 360x640);
+* ``blend: feather``: each tile's weight falls linearly towards its inner
+  edges over the overlap, hiding seams.
+
+The last tile of each row and column is moved back to end at the border, so
+every pixel is covered whatever the size (the official tiling leaves the
+border uncovered when the size minus the tile is not a multiple of the
+stride; on UHD frames the two coincide). Peak memory is that of one tile
+batch plus a few image-sized buffers, independent of how large the image is.
+When a single tile covers the image, the result is exactly the full-frame
+output.
+"""
+
+import logging
+import time
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from ..config import TilingOptions, options_from_dict
+from .logger import Progress
+
+logger = logging.getLogger(__name__)
+
+BLENDS = ("average", "feather")
+
+
+def tile_starts(length, tile, stride):
+    """Start offsets along one axis: every ``stride``, the last one snapped to end at ``length``."""
+    if tile >= length:
+        return [0]
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def feather_window(tile, overlap):
+    """1-D weights: 1 inside, falling linearly to 1/(overlap+1) over ``overlap`` pixels at each end."""
+    position = np.arange(tile, dtype=np.float32)
+    distance = np.minimum(position, tile - 1 - position) + 1
+    return np.minimum(distance / (overlap + 1), 1.0) if overlap > 0 else np.ones(tile, np.float32)
+
+
+def first_output(outputs):
+    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+
+def _pad_to_multiple(image, multiple):
+    height, width = image.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return image
+    return np.pad(image, [(0, 0), (0, pad_h), (0, pad_w)], mode="reflect")
+
+
+def tiled_forward(run, image, tile_size, stride=None, tile_batch=1, blend="average", multiple=1, log_seconds=None):
+    """Apply ``run`` (NCHW float32 array -> NCHW array) to a CHW ``image`` tile by tile.
+
+    Args:
+        run: the model on a batch of tiles; returns the enhanced tiles.
+        image: C x H x W float32 array.
+        tile_size: (tile H, tile W); clipped to the (padded) image.
+        stride: (H, W) step between tiles; default: half a tile (50% overlap).
+        tile_batch: tiles per call of ``run``.
+        blend: 'average' or 'feather'.
+        multiple: pad the image to a multiple of this first (the model's).
+        log_seconds: log progress with an ETA at most this often (None: never).
+    Returns the C x H x W output, cropped to the image's size.
+    """
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    height, width = image.shape[-2:]
+    padded = _pad_to_multiple(image, multiple)
+    full_h, full_w = padded.shape[-2:]
+    tile_h, tile_w = min(tile_size[0], full_h), min(tile_size[1], full_w)
+    stride_h, stride_w = stride if stride else (max(tile_h // 2, 1), max(tile_w // 2, 1))
+    corners = [(top, left) for top in tile_starts(full_h, tile_h, stride_h)
+               for left in tile_starts(full_w, tile_w, stride_w)]
+    if len(corners) == 1:  # one tile covers it all: exactly the full-frame output
+        return run(padded[None])[0][:, :height, :width]
+    if blend == "feather":
+        weight = np.outer(feather_window(tile_h, tile_h - stride_h), feather_window(tile_w, tile_w - stride_w))
+    else:
+        weight = np.ones((tile_h, tile_w), np.float32)
+    merged, total = None, np.zeros((full_h, full_w), np.float32)
+    progress, last_log = Progress(len(corners), unit="tile"), time.perf_counter()
+    for first in range(0, len(corners), tile_batch):
+        group = corners[first : first + tile_batch]
+        tiles = np.stack([padded[:, t : t + tile_h, l : l + tile_w] for t, l in group])
+        outputs = run(tiles)
+        if merged is None:
+            merged = np.zeros((outputs.shape[1], full_h, full_w), np.float32)
+        for (top, left), output in zip(group, outputs):
+            merged[:, top : top + tile_h, left : left + tile_w] += output * weight
+            total[top : top + tile_h, left : left + tile_w] += weight
+        progress.update(len(group))
+        if log_seconds is not None and time.perf_counter() - last_log > log_seconds:
+            logger.info("tiles %s", progress.line())
+            last_log = time.perf_counter()
+    merged /= total
+    return merged[:, :height, :width]
+
+
+class TiledModel(nn.Layer):
+    """Wraps an image-to-image model so its forward runs tile by tile (inference only).
+
+    Returns the merged first output (the full-resolution image), one image of
+    the batch at a time; used by evaluation when a config has a ``tiling``
+    section. Args as :func:`tiled_forward`; ``multiple`` defaults to the
+    model's ``input_multiple``.
+    """
+
+    def __init__(self, model, tile_size, stride=None, tile_batch=1, blend="average", multiple=None, log_seconds=None):
+        super().__init__()
+        self.model = model
+        self.options = dict(tile_size=tile_size, stride=stride, tile_batch=tile_batch, blend=blend,
+                            multiple=multiple or getattr(model, "input_multiple", 1), log_seconds=log_seconds)
+
+    def _run(self, tiles):
+        return first_output(self.model(paddle.to_tensor(tiles))).numpy()
+
+    def forward(self, x):
+        with paddle.no_grad():
+            images = [tiled_forward(self._run, image, **self.options) for image in x.numpy()]
+        return paddle.to_tensor(np.stack(images))
+
+
+def evaluation_model(model, cfg):
+    """``model`` as evaluation runs it: wrapped in ``TiledModel`` when ``cfg`` has a ``tiling`` section."""
+    if cfg.get("tiling") is None:
+        return model
+    options = options_from_dict(TilingOptions, cfg["tiling"], "tiling")
+    return TiledModel(model, options.tile_size, options.stride, options.tile_batch, options.blend, options.multiple,
+                      log_seconds=30.0)
