@@ -231,9 +231,11 @@ class VisionTransformer(nn.Layer):
 
     def _pos_embed(self, x, grid):
         pos_embed = self.pos_embed
-        # Eager: skip the identity resize at the training size. Static export
-        # with free H/W always resizes (identity at the stored grid size).
-        if not paddle.in_dynamic_mode() or tuple(grid) != self.patch_embed.grid_size:
+        # Skip the identity resize when the grid is known to be the stored one
+        # (eager, or a graph traced at a fixed size). A graph with free H and W
+        # always resizes; at the stored size that is the identity.
+        known = all(isinstance(side, int) and side > 0 for side in grid)
+        if not known or tuple(grid) != self.patch_embed.grid_size:
             pos_embed = resample_pos_embed(
                 pos_embed, grid, self.patch_embed.grid_size, self.num_prefix_tokens, self.pos_embed_antialias
             )

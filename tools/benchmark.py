@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Measure a model's speed and peak memory: eager (dygraph), exported (Paddle Inference) or training.
+
+    python tools/benchmark.py -c configs/deit/deit_small_patch16_224.yml --batch-sizes 1,8 --mode both
+    python tools/benchmark.py -c configs/uhdfour/uhdfour_uhdll.yml --size 2160x3840 --mode both
+    python tools/benchmark.py -c configs/llformer/llformer_uhdlol4k_test.yml --size 2160x3840 --tiled
+    python tools/benchmark.py -c configs/deit/deit_small_patch16_224.yml --mode train --batch-sizes 32
+    python tools/benchmark.py -c CFG --torch-python /path/to/venv/bin/python   # also time timm's model
+
+Classifiers report images per second and latency per batch; enhancers, seconds per
+image at ``--size`` (full frame, or ``--tiled`` with the config's tiling). Each
+measurement runs in its own process, so its peak memory (resident memory on a CPU,
+allocated device memory on a GPU) is its own. Warm-up runs are excluded; times are
+medians. Results are printed as a table and written as JSON (``--json``). With
+``--torch-python``, the timm model of the same name is timed in that interpreter
+(which needs torch and timm) with the same batch and threads, and the ratio printed.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+from _cli import add_config_arguments, exit_on_user_error
+
+import paddle
+
+from ppuhd import builder
+from ppuhd.config import load_config
+from ppuhd.deploy import export_model
+from ppuhd.deploy.benchmark import count_macs, device_name, run_case
+from ppuhd.engine.runtime import available_cores, setup_runtime
+from ppuhd.registry import MODELS
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_size(text):
+    height, _, width = text.lower().partition("x")
+    return [int(height), int(width)]
+
+
+def describe_model(cfg):
+    """Task, parameter count, reference input size and size multiple of the config's model."""
+    model = builder.build(cfg["model"], MODELS, "model")
+    params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
+    task = getattr(model, "task", "classification")
+    size = (cfg.get("export") or {}).get("input_size")
+    if size is None and hasattr(model, "patch_embed"):
+        size = list(model.patch_embed.img_size)
+    return model, {"task": task, "params": params, "size": size or [224, 224],
+                   "input_multiple": getattr(model, "input_multiple", 1)}
+
+
+def run_in_subprocess(command):
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"measurement failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure(args, cfg_path, overrides, case):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"config": cfg_path, "overrides": overrides, "case": case}, f)
+    try:
+        return run_in_subprocess([sys.executable, __file__, "--case-file", f.name])
+    finally:
+        os.unlink(f.name)
+
+
+def measure_timm(args, name, batch, size, train):
+    command = [args.torch_python, os.path.join(HERE, "_timm_benchmark.py"), "--model", name, "--batch", str(batch),
+               "--size", str(size[0]), str(size[1]), "--threads", str(available_cores()), "--warmup",
+               str(args.warmup), "--runs", str(args.runs)] + (["--train"] if train else [])
+    return run_in_subprocess(command)
+
+
+def run_case_file(path):
+    """Worker: one measurement, its result printed as JSON on the last line."""
+    with open(path) as f:
+        job = json.load(f)
+    cfg = load_config(job["config"], job["overrides"])
+    setup_runtime()
+    print(json.dumps(run_case(cfg, job["case"])))
+
+
+def main(argv=None):
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--case-file":
+        return run_case_file(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--weights", help="weights to load (speed does not depend on them; random by default)")
+    parser.add_argument("--batch-sizes", default="1,8", help="classifiers: comma-separated batch sizes")
+    parser.add_argument("--size", type=parse_size, help="input HxW (default: the model's reference size)")
+    parser.add_argument("--mode", default="both", choices=["dygraph", "predictor", "both", "train"])
+    parser.add_argument("--tiled", action="store_true", help="enhancers: run the config's tiling")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--torch-python", help="a Python with torch and timm: also time timm's model of the same name")
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        cfg = load_config(args.config, args.override)
+        setup_runtime()
+        model, info = describe_model(cfg)
+    size = args.size or info["size"]
+    info["gmacs"] = count_macs(model, [1, 3, *size]) / 1e9
+    enhancer = info["task"] == "enhancement"
+    batches = [1] if enhancer else [int(b) for b in args.batch_sizes.split(",")]
+    modes = ["dygraph", "predictor"] if args.mode == "both" else [args.mode]
+    results = {"config": args.config, "model": cfg["model"]["type"], "device": device_name(),
+               "threads": available_cores(), "paddle": paddle.__version__, "size": size, **info, "cases": []}
+    with tempfile.TemporaryDirectory() as export_dir:
+        if "predictor" in modes:
+            weights = args.weights or os.path.join(export_dir, "random.pdparams")
+            if not args.weights:
+                paddle.save(model.state_dict(), weights)
+            export_model(cfg, weights, export_dir, dynamic_size=enhancer, input_size=size)
+        for mode in modes:
+            for batch in batches:
+                case = {"mode": mode, "batch": batch, "size": size, "export_dir": export_dir, "tiled": args.tiled,
+                        "warmup": args.warmup, "runs": args.runs, "weights": args.weights,
+                        "input_multiple": info["input_multiple"]}
+                result = {"mode": mode, "batch": batch, **measure(args, args.config, args.override, case)}
+                if args.torch_python and not enhancer and mode in ("dygraph", "train"):
+                    timm = measure_timm(args, cfg["model"]["type"], batch, size, mode == "train")
+                    result.update(timm_median_s=timm["median_s"], timm_peak_memory_gib=timm["peak_memory_gib"],
+                                  speed_ratio=timm["median_s"] / result["median_s"])
+                results["cases"].append(result)
+                print_case(result, enhancer)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    print(f"{results['model']}: {info['params'] / 1e6:.2f}M parameters, {info['gmacs']:.2f} GMACs at "
+          f"{size[0]}x{size[1]}, {results['device']}, {results['threads']} threads")
+
+
+def print_case(result, enhancer):
+    seconds = result["median_s"]
+    speed = f"{seconds:.2f} s/image" if enhancer else f"{result['batch'] / seconds:.1f} img/s ({seconds * 1e3:.0f} ms/batch)"
+    line = f"{result['mode']:9s} batch {result['batch']:3d}: {speed}, peak memory {result['peak_memory_gib']:.2f} GiB"
+    if "speed_ratio" in result:
+        line += f"; timm {result['timm_median_s'] * 1e3:.0f} ms, ratio {result['speed_ratio']:.2f}x"
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
