@@ -119,14 +119,17 @@ def main(argv=None):
             if not args.weights:
                 paddle.save(model.state_dict(), weights)
             export_model(cfg, weights, export_dir, dynamic_size=enhancer, input_size=size)
-        for mode in modes:
-            for batch in batches:
+        for batch in batches:
+            # One timm measurement per batch size, compared with every Paddle mode in the same run.
+            timm = None
+            if args.torch_python and not enhancer:
+                timm = measure_timm(args, cfg["model"]["type"], batch, size, args.mode == "train")
+            for mode in modes:
                 case = {"mode": mode, "batch": batch, "size": size, "export_dir": export_dir, "tiled": args.tiled,
                         "warmup": args.warmup, "runs": args.runs, "weights": args.weights,
                         "input_multiple": info["input_multiple"]}
                 result = {"mode": mode, "batch": batch, **measure(args, args.config, args.override, case)}
-                if args.torch_python and not enhancer and mode in ("dygraph", "train"):
-                    timm = measure_timm(args, cfg["model"]["type"], batch, size, mode == "train")
+                if timm:
                     result.update(timm_median_s=timm["median_s"], timm_peak_memory_gib=timm["peak_memory_gib"],
                                   speed_ratio=timm["median_s"] / result["median_s"])
                 results["cases"].append(result)

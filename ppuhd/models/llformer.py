@@ -91,6 +91,10 @@ from .variants import register_variant
 SIZE_MULTIPLE = 16
 LAYERNORM_EPS = 1e-5
 NORMALIZE_EPS = 1e-12  # F.normalize's floor on the norm
+# Attention scores per chunk. Small chunks stay in cache between the scores'
+# matmul, the softmax and the second matmul: at 360x1280, 16-32 MiB chunks ran
+# the model 1.2x faster than 256 MiB ones.
+DEFAULT_ATTN_BUDGET_MB = 16.0
 
 
 def _conv(in_channels, out_channels, kernel_size, bias, groups=1):
@@ -142,10 +146,23 @@ def split_projection(x, pointwise, depthwise, parts, transpose_kernels=False):
     return outputs
 
 
-def _centred_and_variance(x):
-    """x minus its channel mean, and the biased channel variance (torch's var(unbiased=False))."""
-    centred = x - x.mean(axis=1, keepdim=True)
-    return centred, (centred * centred).mean(axis=1, keepdim=True)
+def _full(small, like):
+    """``small`` expanded to the shape of ``like``.
+
+    Paddle's CPU elementwise kernels are about 4x slower when one operand
+    broadcasts along an inner axis (a per-pixel statistic over channels) than
+    when both have the same shape, even counting the expand: at full
+    resolution that was a fifth of LLFormer's time.
+    """
+    return paddle.expand_as(small, like)
+
+
+def _centred_and_std(x):
+    """x minus its channel mean, and the channel standard deviation (biased, as torch's
+    var(unbiased=False), plus eps), expanded to x's shape."""
+    centred = x - _full(x.mean(axis=1, keepdim=True), x)
+    variance = (centred * centred).mean(axis=1, keepdim=True)
+    return centred, _full(paddle.sqrt(variance + LAYERNORM_EPS), x)
 
 
 def _channels(param):
@@ -161,8 +178,8 @@ class WithBiasLayerNorm(nn.Layer):
         self.bias = self.create_parameter([dim], default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, x):
-        centred, var = _centred_and_variance(x)
-        return centred / paddle.sqrt(var + LAYERNORM_EPS) * _channels(self.weight) + _channels(self.bias)
+        centred, std = _centred_and_std(x)
+        return centred / std * _channels(self.weight) + _channels(self.bias)
 
 
 class BiasFreeLayerNorm(nn.Layer):
@@ -173,8 +190,8 @@ class BiasFreeLayerNorm(nn.Layer):
         self.weight = _ones_parameter(self, [dim])
 
     def forward(self, x):
-        _, var = _centred_and_variance(x)
-        return x / paddle.sqrt(var + LAYERNORM_EPS) * _channels(self.weight)
+        _, std = _centred_and_std(x)
+        return x / std * _channels(self.weight)
 
 
 class LayerNorm(nn.Layer):
@@ -188,14 +205,19 @@ class LayerNorm(nn.Layer):
         return self.body(x)
 
 
+def _l2_norm(x):
+    """Norm over axis -2 floored as ``F.normalize`` does (whose Paddle p_norm is 4x slower)."""
+    return paddle.sqrt((x * x).sum(axis=-2, keepdim=True)).clip(min=NORMALIZE_EPS)
+
+
 def _attend(q, k, v, fac):
     """Attention of (..., d, L) queries on (..., d, L) keys/values, returning (..., d, L).
 
     q and k are L2-normalised over d (as ``F.normalize``); the scores
     (..., L, L) get the scalar ``fac`` and no 1/sqrt(d).
     """
-    q = F.normalize(q, axis=-2, epsilon=NORMALIZE_EPS) * fac
-    k = F.normalize(k, axis=-2, epsilon=NORMALIZE_EPS)
+    q = q * _full(fac / _l2_norm(q), q)
+    k = k / _full(_l2_norm(k), k)
     scores = paddle.matmul(q, k, transpose_x=True)  # (..., L queries, L keys)
     # The scores are the largest tensor here: overwrite them with the softmax
     # (safe for autograd, matmul's backward needs only its inputs). A graph
@@ -263,7 +285,7 @@ def _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, ite
 class NextAttentionImplZ(nn.Layer):
     """One axis of the axis-based attention: qkv convs, attention along W (or H), 1x1 out."""
 
-    def __init__(self, num_dims, num_heads, bias, along_height=False, attn_budget_mb=256.0):
+    def __init__(self, num_dims, num_heads, bias, along_height=False, attn_budget_mb=DEFAULT_ATTN_BUDGET_MB):
         super().__init__()
         self.num_heads = num_heads
         self.along_height = along_height
@@ -289,7 +311,7 @@ class NextAttentionImplZ(nn.Layer):
 class NextAttentionZ(nn.Layer):
     """Row attention (along W), then column attention (along H), as the code orders them."""
 
-    def __init__(self, num_dims, num_heads=1, bias=True, attn_budget_mb=256.0):
+    def __init__(self, num_dims, num_heads=1, bias=True, attn_budget_mb=DEFAULT_ATTN_BUDGET_MB):
         super().__init__()
         if num_dims % num_heads:
             raise ValueError(f"num_dims {num_dims} is not divisible by num_heads {num_heads}")
@@ -316,7 +338,7 @@ class FeedForward(nn.Layer):
 
 
 class TransformerBlock(nn.Layer):
-    def __init__(self, dim, num_heads, ffn_expansion_factor, bias, LayerNorm_type, attn_budget_mb=256.0):
+    def __init__(self, dim, num_heads, ffn_expansion_factor, bias, LayerNorm_type, attn_budget_mb=DEFAULT_ATTN_BUDGET_MB):
         super().__init__()
         self.norm1 = LayerNorm(dim, LayerNorm_type)
         # The original builds the attention with its default bias=True, not ``bias``.
@@ -412,7 +434,8 @@ class LLFormer(nn.Layer):
 
     Args: as the official constructor, plus
         attn_budget_mb: the most memory (MiB) the axis attention's scores may
-            take at once; rows/columns are processed in chunks to stay within it.
+            take at once; rows/columns are processed in chunks to stay within it
+            (at least one row or column per chunk).
     """
 
     task = "enhancement"  # for export and inference: outputs are images
@@ -431,7 +454,7 @@ class LLFormer(nn.Layer):
         LayerNorm_type="WithBias",
         attention=True,
         skip=False,
-        attn_budget_mb=256.0,
+        attn_budget_mb=DEFAULT_ATTN_BUDGET_MB,
     ):
         super().__init__()
         self.skip = skip
