@@ -32,12 +32,41 @@ def test_benchmark_tool_measures_eager_and_exported_models(tmp_path):
     cfg.write_text(yaml.safe_dump({"model": SMALL_VIT, "runtime": {"device": "cpu"}}))
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "tools/benchmark.py", "-c", str(cfg), "--batch-sizes", "1,4",
-                             "--runs", "2", "--warmup", "1", "--json", str(out)],
+                             "--runs", "2", "--warmup", "1", "--rounds", "2", "--json", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert [(c["mode"], c["batch"]) for c in report["cases"]] == [("dygraph", 1), ("predictor", 1), ("dygraph", 4),
                                                                    ("predictor", 4)]
-    assert all(c["median_s"] > 0 and c["peak_memory_gib"] > 0 for c in report["cases"])
+    assert all(c["median_s"] > 0 and c["peak_memory_gib"] > 0 and c["rounds"] == 2 for c in report["cases"])
     assert report["params"] == sum(p.size for p in build_model(SMALL_VIT).parameters())
     assert "img/s" in result.stdout and "GMACs" in result.stdout
+
+
+def run_benchmark(tmp_path, config, *args):
+    cfg = tmp_path / "bench.yml"
+    cfg.write_text(yaml.safe_dump({**config, "runtime": {"device": "cpu"}}))
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "tools/benchmark.py", "-c", str(cfg), "--runs", "1", "--warmup", "0",
+                             "--json", str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text()), result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_tool_times_a_training_step(tmp_path):
+    report, stdout = run_benchmark(tmp_path, {"model": SMALL_VIT, "loss": {"type": "CrossEntropyLoss"}},
+                                   "--mode", "train", "--batch-sizes", "3")
+    (case,) = report["cases"]
+    assert (case["mode"], case["batch"], case["loss"]) == ("train", 3, "CrossEntropyLoss")
+    assert case["median_s"] > 0 and "s/step" in stdout
+
+
+@pytest.mark.slow
+def test_benchmark_tool_runs_an_enhancer_tiled_and_exported(tmp_path):
+    model = {"type": "UHDFour", "factor": 8, "extract_channels": 8, "low_channels": 16, "fuse_channels": 8}
+    report, stdout = run_benchmark(tmp_path, {"model": model, "tiling": {"tile_size": [32, 48], "stride": [16, 24]}},
+                                   "--size", "40x72", "--tiled")
+    assert [(c["mode"], c["batch"]) for c in report["cases"]] == [("dygraph", 1), ("predictor", 1)]
+    assert report["task"] == "enhancement" and report["size"] == [40, 72]
+    assert "s/image" in stdout

@@ -25,7 +25,10 @@ def main():
     parser.add_argument("--train", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = timm.create_model(args.model, pretrained=False, img_size=args.size)
+    try:
+        model = timm.create_model(args.model, pretrained=False, img_size=args.size)
+    except TypeError:  # convolutional networks take any size and have no img_size
+        model = timm.create_model(args.model, pretrained=False)
     x = torch.rand(args.batch, 3, *args.size)
     if args.train:
         model.train()

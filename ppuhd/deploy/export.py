@@ -67,13 +67,14 @@ def export_model(cfg, weights, output_dir, ema=False, dynamic_size=None, input_s
     os.makedirs(output_dir, exist_ok=True)
     paddle.jit.save(static, os.path.join(output_dir, MODEL_PREFIX))
     val_transforms = (cfg.get("val_dataset") or {}).get("transforms", [])
+    task = getattr(model, "task", "classification")
     deploy = {
         "model": cfg["model"]["type"],
-        "task": getattr(model, "task", "classification"),
+        "task": task,
         "input_size": [height, width],
         "dynamic_size": bool(options.dynamic_size),
         "transforms": val_transforms,
-        "class_names": _class_names(cfg),
+        "class_names": _class_names(cfg) if task == "classification" else None,
         "tiling": cfg.get("tiling"),  # tools/infer.py runs tiles the way evaluation does
         "input_multiple": getattr(model, "input_multiple", 1),
     }
