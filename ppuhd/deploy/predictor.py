@@ -9,7 +9,7 @@ import yaml
 from .. import builder
 from ..data.image_io import read_image
 from ..data.transforms import Compose
-from ..engine.runtime import available_cores, gpu_available
+from ..engine.runtime import available_cores, gpu_available, keep_freed_memory
 from ..registry import TRANSFORMS
 from .export import DEPLOY_FILE, MODEL_PREFIX
 
@@ -37,6 +37,7 @@ class Predictor:
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(num_threads or available_cores())
+            keep_freed_memory()
             if use_onednn:
                 config.enable_onednn()
         self.predictor = paddle_infer.create_predictor(config)
