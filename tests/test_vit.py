@@ -111,3 +111,21 @@ def test_exclude_keeps_the_head_for_fine_tuning_on_other_classes(tmp_path):
     reference = build_model({**SMALL, "img_size": 32}, weights=os.path.join(FIXTURES, "vit_tiny_timm.pth"))
     np.testing.assert_array_equal(model.blocks[0].attn.qkv.weight.numpy(),
                                   reference.blocks[0].attn.qkv.weight.numpy())
+
+
+def test_training_linear_matches_paddle_linear_in_values_and_gradients():
+    from ppuhd.models.layers import Linear
+
+    paddle.seed(0)
+    ours, plain = Linear(24, 12), paddle.nn.Linear(24, 12)
+    plain.set_state_dict(ours.state_dict())
+    x = paddle.rand([3, 7, 24])
+    weights = paddle.rand([3, 7, 12])
+    outputs = []
+    for layer in (ours, plain):
+        y = layer(x)
+        (y * weights).sum().backward()
+        outputs.append(y.numpy())
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_allclose(ours.bias.grad.numpy(), plain.bias.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours.weight.grad.numpy(), plain.weight.grad.numpy(), rtol=1e-6, atol=1e-6)

@@ -49,10 +49,19 @@ class MSELoss(nn.Layer):
 
 
 def gaussian_window(size=11, sigma=1.5):
+    """The normalised 1-D Gaussian of ``pytorch_ssim`` (its 2-D window is the outer product)."""
     coords = paddle.arange(size, dtype="float32") - size // 2
     g = paddle.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g.unsqueeze(1) @ g.unsqueeze(0)
+    return g / g.sum()
+
+
+def _band_matrix(length, window):
+    """(length, length) matrix M with ``(t @ M)[..., j] = sum_k window[k] t[..., j + k - r]``,
+    taps beyond the edges dropped (zero padding)."""
+    size = window.shape[0]
+    offsets = paddle.arange(length).unsqueeze(1) - paddle.arange(length).unsqueeze(0) + size // 2
+    inside = (offsets >= 0) & (offsets < size)
+    return paddle.where(inside, paddle.gather(window, offsets.clip(0, size - 1).flatten()).reshape(offsets.shape), 0.0)
 
 
 def ssim(x, y, window_size=11, sigma=1.5):
@@ -60,12 +69,19 @@ def ssim(x, y, window_size=11, sigma=1.5):
 
     A Gaussian window (11, sigma 1.5) per channel with zero padding, C1 =
     0.01**2, C2 = 0.03**2 (data range 1), averaged over every pixel.
+
+    The window is separable, so each blur is a product with a banded matrix
+    along W and one along H: the same sums as the 11x11 depthwise convolution
+    (in another order), but Paddle's CPU depthwise convolution and its
+    gradient took a third of a UHDFour training step, and products run on
+    every core.
     """
-    channels = x.shape[1]
-    window = gaussian_window(window_size, sigma).expand([channels, 1, window_size, window_size])
+    window = gaussian_window(window_size, sigma)
+    along_width = _band_matrix(x.shape[-1], window)
+    along_height = _band_matrix(x.shape[-2], window)
 
     def blur(t):
-        return F.conv2d(t, window, padding=window_size // 2, groups=channels)
+        return paddle.matmul(along_height, paddle.matmul(t, along_width), transpose_x=True)
 
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x * mu_x
