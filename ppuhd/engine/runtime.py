@@ -99,8 +99,10 @@ def keep_freed_memory():
     32 MiB with a fresh mmap and unmaps them on free, so every large tensor
     (a convolution's im2col buffer at 4K is about 1 GB) is page-faulted in
     anew: that took half the time of UHDFour's big convolutions here. Served
-    from the heap and kept there, they are reused. Peak memory is unchanged;
-    the process just keeps what it has used. No-op outside glibc.
+    from the heap and kept there, they are reused: UHDFour at 4K ran 1.5x
+    faster. The heap fragments where mappings did not, so peak memory rises
+    somewhat (+0.4 GiB there), and the process keeps what it has used.
+    No-op outside glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
