@@ -26,23 +26,6 @@ def test_macs_count_every_matmul_and_convolution_of_a_vit():
     assert count_macs(build_model(SMALL_VIT), [1, 3, 32, 32]) == patch + 2 * block + dim * 10
 
 
-@pytest.mark.slow
-def test_benchmark_tool_measures_eager_and_exported_models(tmp_path):
-    cfg = tmp_path / "small.yml"
-    cfg.write_text(yaml.safe_dump({"model": SMALL_VIT, "runtime": {"device": "cpu"}}))
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "tools/benchmark.py", "-c", str(cfg), "--batch-sizes", "1,4",
-                             "--runs", "2", "--warmup", "1", "--rounds", "2", "--json", str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
-    assert [(c["mode"], c["batch"]) for c in report["cases"]] == [("dygraph", 1), ("predictor", 1), ("dygraph", 4),
-                                                                   ("predictor", 4)]
-    assert all(c["median_s"] > 0 and c["peak_memory_gib"] > 0 and c["rounds"] == 2 for c in report["cases"])
-    assert report["params"] == sum(p.size for p in build_model(SMALL_VIT).parameters())
-    assert "img/s" in result.stdout and "GMACs" in result.stdout
-
-
 def run_benchmark(tmp_path, config, *args):
     cfg = tmp_path / "bench.yml"
     cfg.write_text(yaml.safe_dump({**config, "runtime": {"device": "cpu"}}))
@@ -51,6 +34,17 @@ def run_benchmark(tmp_path, config, *args):
                              "--json", str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text()), result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_tool_measures_eager_and_exported_models(tmp_path):
+    report, stdout = run_benchmark(tmp_path, {"model": SMALL_VIT}, "--batch-sizes", "1,4", "--runs", "2",
+                                   "--warmup", "1", "--rounds", "2")
+    assert [(c["mode"], c["batch"]) for c in report["cases"]] == [("dygraph", 1), ("predictor", 1), ("dygraph", 4),
+                                                                   ("predictor", 4)]
+    assert all(c["median_s"] > 0 and c["peak_memory_gib"] > 0 and c["rounds"] == 2 for c in report["cases"])
+    assert report["params"] == sum(p.size for p in build_model(SMALL_VIT).parameters())
+    assert "img/s" in stdout and "GMACs" in stdout
 
 
 @pytest.mark.slow
