@@ -19,7 +19,7 @@ from _cli import exit_on_user_error
 from ppuhd.data.image_io import IMAGE_EXTENSIONS, write_image
 from ppuhd.deploy import Predictor, top_k
 from ppuhd.engine.logger import Progress, setup_logging
-from ppuhd.engine.tiling import tiled_forward
+from ppuhd.engine.tiling import tiled_forward, tiling_arguments
 from ppuhd.metrics.image_quality import quantize
 
 logger = logging.getLogger("infer")
@@ -74,11 +74,7 @@ def tiling_options(deploy, args):
         options["tile_size"] = args.tile_size
     if args.tile_stride:
         options["stride"] = args.tile_stride
-    if not options:
-        return None
-    options.setdefault("tile_size", [720, 1280])
-    options["multiple"] = options.get("multiple") or deploy.get("input_multiple", 1)
-    return options
+    return tiling_arguments(options or None, deploy.get("input_multiple", 1))
 
 
 def main(argv=None):
@@ -99,7 +95,9 @@ def main(argv=None):
     predictor = Predictor(args.model_dir, args.device, args.threads)
     files = list_inputs(args.input)
     if predictor.task == "enhancement":
-        enhance(predictor, files, args.output, tiling_options(predictor.deploy, args))
+        with exit_on_user_error():
+            tiling = tiling_options(predictor.deploy, args)
+        enhance(predictor, files, args.output, tiling)
     else:
         classify(predictor, files, args.batch_size, args.topk)
 

@@ -14,9 +14,8 @@ import numpy as np
 import paddle
 
 from .. import builder
-from ..config import TilingOptions, options_from_dict
 from ..engine.runtime import gpu_available
-from ..engine.tiling import first_output, tiled_forward
+from ..engine.tiling import first_output, tiled_forward, tiling_arguments
 from ..registry import LOSSES, MODELS, TRANSFORMS, ConfigError
 from ..weights import load_weights
 from .predictor import Predictor
@@ -71,14 +70,6 @@ def time_runs(fn, warmup, runs):
     return {"median_s": statistics.median(seconds), "min_s": min(seconds), "runs": runs}
 
 
-def _tiling(cfg):
-    if cfg.get("tiling") is None:
-        return None
-    options = options_from_dict(TilingOptions, cfg["tiling"], "tiling")
-    return dict(tile_size=options.tile_size, stride=options.stride, tile_batch=options.tile_batch,
-                blend=options.blend, multiple=options.multiple)
-
-
 def run_case(cfg, case):
     """One measurement described by ``case`` (mode, batch, size, export_dir, tiled, warmup, runs)."""
     rng = np.random.default_rng(0)
@@ -99,9 +90,8 @@ def run_case(cfg, case):
             with paddle.no_grad():
                 return first_output(model(paddle.to_tensor(tiles))).numpy()
 
-    tiling = _tiling(cfg) if case.get("tiled") else None
+    tiling = tiling_arguments(cfg.get("tiling"), case.get("input_multiple", 1)) if case.get("tiled") else None
     if tiling:
-        tiling["multiple"] = tiling["multiple"] or case.get("input_multiple", 1)
         forward = lambda: [tiled_forward(run, image, **tiling) for image in x]  # noqa: E731
     else:
         forward = lambda: run(x)  # noqa: E731

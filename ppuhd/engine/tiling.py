@@ -134,10 +134,17 @@ class TiledModel(nn.Layer):
         return paddle.to_tensor(np.stack(images))
 
 
+def tiling_arguments(tiling, input_multiple=1):
+    """:func:`tiled_forward`'s keyword arguments from a config's ``tiling`` section
+    (None: full frames); ``multiple`` defaults to the model's ``input_multiple``."""
+    if tiling is None:
+        return None
+    options = options_from_dict(TilingOptions, tiling, "tiling")
+    return dict(tile_size=options.tile_size, stride=options.stride, tile_batch=options.tile_batch,
+                blend=options.blend, multiple=options.multiple or input_multiple)
+
+
 def evaluation_model(model, cfg):
     """``model`` as evaluation runs it: wrapped in ``TiledModel`` when ``cfg`` has a ``tiling`` section."""
-    if cfg.get("tiling") is None:
-        return model
-    options = options_from_dict(TilingOptions, cfg["tiling"], "tiling")
-    return TiledModel(model, options.tile_size, options.stride, options.tile_batch, options.blend, options.multiple,
-                      log_seconds=30.0)
+    arguments = tiling_arguments(cfg.get("tiling"), getattr(model, "input_multiple", 1))
+    return model if arguments is None else TiledModel(model, **arguments, log_seconds=30.0)

@@ -11,6 +11,8 @@ output they score; the target is resized (bilinearly, as the official
 ``F.interpolate(scale_factor=1/8)``) to that output's size.
 """
 
+import functools
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -55,10 +57,11 @@ def gaussian_window(size=11, sigma=1.5):
     return g / g.sum()
 
 
-def _band_matrix(length, window):
-    """(length, length) matrix M with ``(t @ M)[..., j] = sum_k window[k] t[..., j + k - r]``,
-    taps beyond the edges dropped (zero padding)."""
-    size = window.shape[0]
+@functools.lru_cache(maxsize=8)
+def _band_matrix(length, window_size, sigma):
+    """(length, length) matrix M with ``(t @ M)[..., j] = sum_k window[k] t[..., j + k - r]`` for the
+    Gaussian ``window``, taps beyond the edges dropped (zero padding). Cached: training crops share sizes."""
+    window, size = gaussian_window(window_size, sigma), window_size
     offsets = paddle.arange(length).unsqueeze(1) - paddle.arange(length).unsqueeze(0) + size // 2
     inside = (offsets >= 0) & (offsets < size)
     return paddle.where(inside, paddle.gather(window, offsets.clip(0, size - 1).flatten()).reshape(offsets.shape), 0.0)
@@ -76,9 +79,8 @@ def ssim(x, y, window_size=11, sigma=1.5):
     gradient took a third of a UHDFour training step, and products run on
     every core.
     """
-    window = gaussian_window(window_size, sigma)
-    along_width = _band_matrix(x.shape[-1], window)
-    along_height = _band_matrix(x.shape[-2], window)
+    along_width = _band_matrix(x.shape[-1], window_size, sigma)
+    along_height = _band_matrix(x.shape[-2], window_size, sigma)
 
     def blur(t):
         return paddle.matmul(along_height, paddle.matmul(t, along_width), transpose_x=True)
