@@ -144,3 +144,29 @@ def test_a_missing_dataset_folder_is_named_before_training(tmp_path):
     result = run_tool("tools/train.py", "-c", str(cfg), expect_ok=False)
     assert "config error: train_dataset: building datasets 'ImageFolder' failed" in result.stderr
     assert "dataset folder not found: /nonexistent/imagenet" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "tool, arguments",
+    [
+        ("tools/eval.py", ["--weights", "{evil}"]),
+        ("tools/export.py", ["--weights", "{evil}", "--output", "{tmp}/export"]),
+        ("tools/convert_weights.py", ["--src", "{evil}", "--dst", "{tmp}/converted.pdparams"]),
+        ("tools/train.py", ["-o", "train.pretrained={evil}"]),
+        ("tools/train.py", ["--resume", "{checkpoint}"]),
+    ],
+)
+def test_a_hostile_paddle_file_runs_nothing_in_any_tool(tmp_path, tool, arguments):
+    from test_weights_readers import hostile_paddle_file
+
+    marker = tmp_path / "pwned"
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    for name in ("model.pdparams", "train_state.pdstates"):
+        hostile_paddle_file(checkpoint / name, marker)
+    evil = hostile_paddle_file(tmp_path / "evil.pdparams", marker)
+    places = {"evil": str(evil), "tmp": str(tmp_path), "checkpoint": str(checkpoint)}
+    result = run_tool(tool, "-c", write_config(tmp_path), *[a.format(**places) for a in arguments],
+                      expect_ok=False)
+    assert result.returncode != 0 and "refusing to load" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()

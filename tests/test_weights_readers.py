@@ -341,11 +341,122 @@ def test_npz(tmp_path):
     assert_same_arrays(read_checkpoint(tmp_path / "w.npz"), arrays)
 
 
-def test_pdparams(tmp_path):
+# --------------------------------------------------------------------------
+# Paddle's own files: read as paddle.load reads them, but never run
+# --------------------------------------------------------------------------
+
+
+def assert_same_structure(actual, wanted, where="obj"):
+    """Equal nested data, arrays compared exactly (dtype included)."""
+    if isinstance(wanted, np.ndarray):
+        assert isinstance(actual, np.ndarray), where
+        np.testing.assert_array_equal(actual, wanted, strict=True, err_msg=where)
+    elif isinstance(wanted, dict):
+        assert isinstance(actual, dict) and list(actual) == list(wanted), where
+        for key in wanted:
+            assert_same_structure(actual[key], wanted[key], f"{where}[{key!r}]")
+    elif isinstance(wanted, (list, tuple)):
+        assert type(actual) is type(wanted) and len(actual) == len(wanted), where
+        for i, (a, w) in enumerate(zip(actual, wanted)):
+            assert_same_structure(a, w, f"{where}[{i}]")
+    else:
+        assert type(actual) is type(wanted) and actual == wanted, where
+
+
+def paddle_objects(paddle):
+    """A layer's state dict, and an object holding every kind of value paddle.save pickles."""
+    layer = paddle.nn.Linear(3, 2)
+    optimizer = paddle.optimizer.AdamW(
+        parameters=layer.parameters(), learning_rate=paddle.optimizer.lr.CosineAnnealingDecay(0.1, 10))
+    layer(paddle.ones([1, 3])).sum().backward()
+    optimizer.step()
+    dense = paddle.base.core.DenseTensor()
+    dense.set(np.arange(4, dtype=np.float16), paddle.CPUPlace())
+    mixed = {
+        "optimizer": optimizer.state_dict(), "dense": dense, "int_tensor": paddle.to_tensor([1, 2]),
+        "nested": [paddle.ones([2]), {"scalar": np.float32(3.5), "pair": (1, "a")}],
+        "text": "x", "none": None, "float": 1.5, "flag": True,
+    }
+    return {"state_dict": layer.state_dict(), "mixed": mixed}
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4])
+def test_paddle_save_files_read_as_paddle_load_returns_them(tmp_path, protocol):
+    paddle = pytest.importorskip("paddle")
+    for name, obj in paddle_objects(paddle).items():
+        path = tmp_path / f"{name}.pdparams"
+        paddle.save(obj, str(path), protocol=protocol)
+        assert_same_structure(read_checkpoint(path), paddle.load(str(path), return_numpy=True))
+
+
+def test_paddle_state_dict_finds_its_weights(tmp_path):
     paddle = pytest.importorskip("paddle")
     weights = {"fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3)}
     paddle.save({k: paddle.to_tensor(v) for k, v in weights.items()}, str(tmp_path / "m.pdparams"))
     assert_same_arrays(find_state_dict(read_checkpoint(tmp_path / "m.pdparams")), weights)
+
+
+def test_paddle_parameters_split_in_slices_are_joined(tmp_path):
+    # What paddle.save writes for a parameter above 1 GiB with protocol 2 or 3, in small.
+    paddle = pytest.importorskip("paddle")
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4)
+    saved = {"w@@.0": weight.ravel()[:5], "w@@.1": weight.ravel()[5:], "b": np.ones(2, np.float32),
+             "UnpackBigParamInfor@@": {"w": {"OriginShape": (3, 4), "slices": ["w@@.0", "w@@.1"]}}}
+    path = tmp_path / "big.pdparams"
+    path.write_bytes(pickle.dumps(saved, protocol=2))
+    assert_same_structure(read_checkpoint(path), paddle.load(str(path), return_numpy=True))
+
+
+class RunsCommand:
+    """Unpickles as os.system(command): what a hostile weights file does."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+class EvaluatesCode:
+    """Unpickles as eval(code): Paddle's own DenseTensor spelling, abused."""
+
+    def __init__(self, code):
+        self.code = code
+
+    def __reduce__(self):
+        return (eval, (self.code, {}))
+
+
+def hostile_paddle_file(path, marker, payload=RunsCommand):
+    """A .pdparams that looks like weights and creates ``marker`` when paddle.load reads it."""
+    code = f"touch {marker}" if payload is RunsCommand else f"open({str(marker)!r}, 'w').close()"
+    state = {"weight": np.zeros((2, 3), np.float32), "bias": payload(code)}
+    path.write_bytes(pickle.dumps(state, protocol=4))
+    return path
+
+
+@pytest.mark.parametrize("payload", [RunsCommand, EvaluatesCode])
+def test_hostile_paddle_file_is_refused_and_runs_nothing(tmp_path, payload):
+    paddle = pytest.importorskip("paddle")
+    marker = tmp_path / "pwned"
+    path = hostile_paddle_file(tmp_path / "evil.pdparams", marker, payload)
+    paddle.load(str(path))  # the threat is real: paddle.load runs it
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(UnsafeCheckpointError) as info:
+        read_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert ("'posix.system'" if payload is RunsCommand else "builtins.eval on \"open(") in str(info.value)
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_a_paddle_pickle_is_named(tmp_path):
+    path = tmp_path / "text.pdparams"
+    path.write_text("hello")
+    with pytest.raises(CheckpointFormatError, match="not a paddle.save file"):
+        read_checkpoint(path)
 
 
 # --------------------------------------------------------------------------

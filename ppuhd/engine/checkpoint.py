@@ -20,7 +20,7 @@ import shutil
 
 import paddle
 
-from ..weights import EMA_FILE, MODEL_FILE
+from ..weights import EMA_FILE, MODEL_FILE, read_paddle_file
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def read_train_state(folder):
     path = os.path.join(folder, STATE_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder} is not a resumable checkpoint: {STATE_FILE} is missing")
-    return paddle.load(path)
+    return read_paddle_file(path)
 
 
 def _rename_prefixes(key, renames):

@@ -20,7 +20,7 @@ from ..config import (
 )
 from ..data.sampler import EvalBatchSampler, TrainBatchSampler, build_loader
 from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS, TRANSFORMS, ConfigError, suggest
-from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, load_weights
+from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, load_weights, read_paddle_state
 from .amp import MixedPrecision
 from .ema import ModelEMA
 from .logger import setup_logging
@@ -124,6 +124,6 @@ class TrainingSetup:
         for model, filename in ((self.model, MODEL_FILE), (self.ema and self.ema.model, EMA_FILE)):
             if model is None:
                 continue
-            state = paddle.load(os.path.join(folder, filename))
+            state = read_paddle_state(os.path.join(folder, filename))
             check_state_dict(model, state, source=os.path.join(folder, filename))
             model.set_state_dict(state)

@@ -3,14 +3,13 @@
 import os
 
 import numpy as np
-import paddle
 
 from .convert import adapt_state_dict, convert_torch_state_dict, key_filter
-from .readers import find_state_dict, read_checkpoint
+from .paddle_pickle import read_paddle_file
+from .readers import PADDLE_SUFFIXES, find_state_dict, read_checkpoint
 
 MODEL_FILE = "model.pdparams"
 EMA_FILE = "ema.pdparams"
-_PADDLE_SUFFIXES = (".pdparams",)
 
 
 class WeightsError(ValueError):
@@ -27,13 +26,13 @@ def resolve_weights_path(path, ema=False):
 
 
 def read_paddle_state(path):
-    """A ``.pdparams`` file as name -> numpy array."""
-    try:
-        state = paddle.load(path, return_numpy=True)
-    except Exception as err:
-        raise WeightsError(f"{path} could not be read as Paddle weights ({type(err).__name__}: {err})") from err
+    """A ``.pdparams`` file as name -> numpy array (read without unpickling code)."""
+    state = read_paddle_file(path)
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a dict of weights")
+    for key, value in state.items():
+        if not isinstance(value, np.ndarray):
+            raise WeightsError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array of weights")
     return state
 
 
@@ -73,7 +72,7 @@ def load_weights(model, path, ema=False, key=None, exclude=()):
     key of the model is given with the right shape and no extra key is present.
     """
     path = resolve_weights_path(path, ema)
-    if path.endswith(_PADDLE_SUFFIXES):
+    if path.lower().endswith(PADDLE_SUFFIXES):
         state = adapt_state_dict(model, read_paddle_state(path))
     else:
         state = convert_torch_state_dict(model, find_state_dict(read_checkpoint(path), key), exclude)

@@ -6,14 +6,14 @@ then picks out the flat ``name -> array`` weights mapping.
 
 Supported: PyTorch ``torch.save`` files in both formats (read without
 PyTorch, see :mod:`ppuhd.weights.torch_pickle`), ``.safetensors``, ``.npz``
-and Paddle ``.pdparams``.  bfloat16 tensors come back as float32 (exactly);
+and Paddle's ``paddle.save`` files (see :mod:`ppuhd.weights.paddle_pickle`).
+No file is ever unpickled without restriction: none can run code.  bfloat16 tensors come back as float32 (exactly);
 all other dtypes keep their numpy equivalent.
 """
 
 import json
 import math
 import os
-import pickle
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -21,14 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .torch_pickle import (
-    CheckpointFormatError,
-    UnsafeCheckpointError,
-    bfloat16_to_float32,
-    read_exact,
-    read_torch_legacy,
-    read_torch_zip,
-)
+from .paddle_pickle import read_paddle_file
+from .safe_pickle import CheckpointFormatError, UnsafeCheckpointError, read_exact
+from .torch_pickle import bfloat16_to_float32, read_torch_legacy, read_torch_zip
 
 __all__ = [
     "CheckpointFormatError",
@@ -42,6 +37,7 @@ __all__ = [
 class StateDictNotFoundError(ValueError):
     """A checkpoint that was read fine but holds no recognisable weights."""
 
+PADDLE_SUFFIXES = (".pdparams", ".pdopt", ".pdstates")
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"  # PROTO opcode, first byte of every protocol >= 2 pickle
 
@@ -49,8 +45,8 @@ _PICKLE_PROTO = b"\x80"  # PROTO opcode, first byte of every protocol >= 2 pickl
 def read_checkpoint(path: str | os.PathLike) -> object:
     """Load a weights file, with every tensor as a numpy array.
 
-    ``.pdparams``, ``.safetensors`` and ``.npz`` are recognised by their
-    extension; anything else by content (zip or legacy ``torch.save``, or a
+    Paddle files (``.pdparams``, ``.pdopt``, ``.pdstates``), ``.safetensors``
+    and ``.npz`` are recognised by their extension; anything else by content (zip or legacy ``torch.save``, or a
     safetensors file under another name).  Raises
     :class:`CheckpointFormatError` for unknown or damaged files and
     :class:`UnsafeCheckpointError` for pickles that reference anything
@@ -58,8 +54,8 @@ def read_checkpoint(path: str | os.PathLike) -> object:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".pdparams":
-        return _read_pdparams(path)
+    if suffix in PADDLE_SUFFIXES:
+        return read_paddle_file(path)
     if suffix == ".safetensors":
         return _read_safetensors(path)
     if suffix == ".npz":
@@ -150,7 +146,7 @@ def _safetensors_entry(path: Path, name: str, info: object, data_len: int):
 
 
 # --------------------------------------------------------------------------
-# npz and pdparams
+# npz
 # --------------------------------------------------------------------------
 
 
@@ -160,17 +156,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             return {name: npz[name] for name in npz.files}
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise CheckpointFormatError(path, f"unreadable .npz file ({exc})") from exc
-
-
-def _read_pdparams(path: Path) -> object:
-    # Imported here: paddle is heavy and only needed for its own format.
-    # Note that paddle.load unpickles without restrictions, like any pickle.
-    import paddle
-
-    try:
-        return paddle.load(str(path), return_numpy=True)
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise CheckpointFormatError(path, f"unreadable .pdparams file ({exc})") from exc
 
 
 # --------------------------------------------------------------------------

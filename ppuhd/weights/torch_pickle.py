@@ -13,12 +13,10 @@ Both serialization formats are handled:
   each listed storage as an int64 element count and its raw bytes, both
   always little-endian whatever the writer's byte order.
 
-Pickles are executable, so they are read with a restricted unpickler that,
-like ``torch.load(weights_only=True)``, only resolves the handful of globals a
-weights file needs.  Each of those is replaced by a local stand-in that builds
-plain values (numpy arrays, tuples, strings), so nothing from torch, numpy's
-pickle helpers or argparse is ever called; numpy arrays and dtypes receive
-their pickled state only once it has been checked.  Every other global raises
+Pickles are executable, so they are read with the restricted unpickler of
+:mod:`ppuhd.weights.safe_pickle`, given the handful of torch names a weights
+file needs (tensor and parameter rebuilding, storage types, dtypes,
+``argparse.Namespace``), each a local stand-in; every other name raises
 :class:`UnsafeCheckpointError` before anything runs.
 
 Tensors cannot be built while unpickling, because the legacy format stores
@@ -29,62 +27,25 @@ the data after the pickle; the unpickler therefore returns placeholders that
 import io
 import math
 import os
-import pickle
 import struct
 import types
 import zipfile
 import zlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 
-__all__ = [
-    "CheckpointFormatError",
-    "UnsafeCheckpointError",
-    "bfloat16_to_float32",
-    "read_exact",
-    "read_torch_legacy",
-    "read_torch_zip",
-]
-
-_FORMATS = (
-    "PyTorch .pt/.pth/.bin/.ckpt/.tar (torch.save, zip or legacy format), "
-    ".safetensors, .npz, .pdparams"
+from .safe_pickle import (
+    CheckpointFormatError,
+    RestrictedUnpickler,
+    UnsafeCheckpointError,
+    int_tuple,
+    read_exact,
+    unpickle,
 )
 
-
-# Both errors keep (path, problem) as their args, so they survive pickling
-# (e.g. out of a DataLoader worker), and compose the message in __str__.
-
-
-class CheckpointFormatError(ValueError):
-    """The file is not a weights file this package can read, or is damaged."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        super().__init__(os.fspath(path), problem)
-
-    def __str__(self) -> str:
-        path, problem = self.args
-        return f"{path}: {problem}. Readable formats: {_FORMATS}"
-
-
-class UnsafeCheckpointError(ValueError):
-    """The pickle asks for something a weights file has no reason to contain."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        super().__init__(os.fspath(path), problem)
-
-    def __str__(self) -> str:
-        path, problem = self.args
-        return (
-            f"{path}: refusing to load: the pickle {problem}, which a weights file "
-            "should not need (only tensors, numbers, strings and containers are "
-            "allowed, as with torch.load(weights_only=True)). If you trust the "
-            "file, re-save its state_dict() with PyTorch or convert it to "
-            ".safetensors"
-        )
+__all__ = ["bfloat16_to_float32", "read_torch_legacy", "read_torch_zip"]
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -94,14 +55,6 @@ def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     the top of a 32-bit word gives the same number as a float32.
     """
     return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def read_exact(f: BinaryIO, size: int, path: str | os.PathLike, what: str) -> bytearray:
-    """Read exactly ``size`` bytes into a (writable) buffer or fail clearly."""
-    buf = bytearray(size)
-    if f.readinto(buf) != size:
-        raise CheckpointFormatError(path, f"file is truncated inside {what}")
-    return buf
 
 
 # --------------------------------------------------------------------------
@@ -157,12 +110,6 @@ class _PendingTensor:
     strides: tuple[int, ...]  # in elements
 
 
-def _int_tuple(value: object, what: str) -> tuple[int, ...]:
-    if not isinstance(value, tuple) or not all(isinstance(v, int) for v in value):
-        raise ValueError(f"tensor {what} is not a tuple of integers: {value!r}")
-    return value
-
-
 def _rebuild_tensor(storage, storage_offset, size, stride, *_unused) -> _PendingTensor:
     """Stand-in for ``torch._utils._rebuild_tensor`` and ``_rebuild_tensor_v2``.
 
@@ -172,8 +119,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_unused) -> _Pending
     """
     if not isinstance(storage, _StorageRef):
         raise ValueError(f"tensor built from {type(storage).__name__}, not a storage")
-    shape = _int_tuple(size, "size")
-    strides = _int_tuple(stride, "stride")
+    shape = int_tuple(size, "tensor size")
+    strides = int_tuple(stride, "tensor stride")
     if len(shape) != len(strides):
         raise ValueError(f"tensor size {shape} and stride {strides} differ in length")
     if not isinstance(storage_offset, int) or storage_offset < 0:
@@ -198,119 +145,22 @@ def _rebuild_parameter(data, _requires_grad, _backward_hooks, _state=None):
 
 
 def _torch_size(dims) -> tuple[int, ...]:
-    return _int_tuple(tuple(dims), "size")
+    return int_tuple(tuple(dims), "torch.Size")
 
 
-def _codecs_encode(text, encoding) -> bytes:
-    """Protocol-2 pickles store ``bytes`` as ``_codecs.encode(str, 'latin1')``."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise ValueError(f"unexpected _codecs.encode arguments ({encoding!r})")
-    return text.encode("latin1")
-
-
-def _empty_bytes() -> bytes:
-    """Protocol-2 pickles store ``b''`` as a call to ``bytes()`` with no argument."""
-    return b""
-
-
-# Numeric numpy types only: object (and structured) dtypes would let pickled
-# data stand in for pointers.
-_NUMPY_KINDS = "biufc"
-
-
-def _check_numpy_dtype(dtype) -> np.dtype:
-    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMPY_KINDS:
-        raise ValueError(f"numpy data of type {dtype!r} is not numeric")
-    return dtype
-
-
-def _numpy_dtype(spec, _align=False, _copy=True) -> np.dtype:
-    """Stand-in for ``numpy.dtype(spec, align, copy)``.
-
-    Always a fresh copy (``copy=True``), because a following BUILD sets the
-    byte order in place and must never touch numpy's shared builtin dtypes.
-    """
-    if not isinstance(spec, str):
-        raise ValueError(f"numpy dtype from {type(spec).__name__}, not a type code")
-    return _check_numpy_dtype(np.dtype(spec, copy=True))
-
-
-def _numpy_scalar(dtype, data) -> np.generic:
-    """Stand-in for ``numpy.core.multiarray.scalar(dtype, raw_bytes)``."""
-    dtype = _check_numpy_dtype(dtype)
-    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
-        raise ValueError(f"numpy {dtype} scalar needs {dtype.itemsize} bytes")
-    return np.frombuffer(data, dtype=dtype)[0]
-
-
-def _numpy_reconstruct(subtype, _shape, _typecode) -> np.ndarray:
-    """Stand-in for ``numpy.core.multiarray._reconstruct``.
-
-    Returns an empty array that the following BUILD fills in.
-    """
-    if subtype is not np.ndarray:
-        raise ValueError(f"numpy array of class {subtype!r}")
-    return np.empty(0, dtype=np.uint8)
-
-
-def _set_numpy_dtype_state(dtype: np.dtype, state) -> None:
-    # (version, byteorder, subarray, names, fields, elsize, alignment, flags)
-    # [, metadata]; only the byte order may differ from the fresh dtype.
-    if (
-        not isinstance(state, tuple)
-        or len(state) not in (8, 9)
-        or state[1] not in ("<", ">", "|", "=")
-        or state[2:5] != (None, None, None)
-        or state[5] not in (-1, dtype.itemsize)
-        or state[6] not in (-1, dtype.alignment)
-        or state[7] != dtype.flags
-        or state[8:] not in ((), (None,))
-    ):
-        raise ValueError(f"unexpected numpy dtype state {state!r}")
-    dtype.__setstate__(state)
-
-
-def _set_numpy_array_state(array: np.ndarray, state) -> None:
-    # (version, shape, dtype, is_fortran, raw bytes), checked before numpy
-    # sees it so the data length always matches the shape.
-    if not isinstance(state, tuple) or len(state) != 5:
-        raise ValueError("unexpected numpy array state")
-    _, shape, dtype, is_fortran, data = state
-    shape = _int_tuple(shape, "shape")
-    dtype = _check_numpy_dtype(dtype)
-    if not isinstance(is_fortran, bool) or not isinstance(data, bytes):
-        raise ValueError("unexpected numpy array state")
-    if min(shape, default=0) < 0 or len(data) != math.prod(shape) * dtype.itemsize:
-        raise ValueError(f"numpy array of shape {shape} has {len(data)} bytes of data")
-    array.__setstate__(state)
-
-
-# Globals callable through REDUCE, by "module.name".
+# Names callable through REDUCE, by "module.name" (besides numpy's and the builtins').
 _FUNCTIONS = {
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
     "torch.Size": _torch_size,
-    "collections.OrderedDict": OrderedDict,
-    "_codecs.encode": _codecs_encode,
-    "builtins.bytes": _empty_bytes,
-    "builtins.set": set,
-    "builtins.frozenset": frozenset,
-    "builtins.slice": slice,
-    "builtins.complex": complex,
-    "numpy.dtype": _numpy_dtype,
-    "numpy.core.multiarray.scalar": _numpy_scalar,
-    "numpy._core.multiarray.scalar": _numpy_scalar,
-    "numpy.core.multiarray._reconstruct": _numpy_reconstruct,
-    "numpy._core.multiarray._reconstruct": _numpy_reconstruct,
 }
 # Classes instantiated through NEWOBJ.  Training scripts store their
 # argparse.Namespace; a SimpleNamespace keeps the attributes and nothing else.
 _CLASSES = {"argparse.Namespace": types.SimpleNamespace}
-# Globals that are only ever data.
+# Names that are only ever data.
 _VALUES: dict[str, object] = {
-    "numpy.ndarray": np.ndarray,  # only as _reconstruct's first argument
     "torch.storage.UntypedStorage": _UNTYPED_STORAGE,
     **{f"torch.{name}": t for name, t in _STORAGE_TYPES.items()},
     # Dtypes pickle under their canonical name; as values they become strings.
@@ -322,34 +172,15 @@ _VALUES: dict[str, object] = {
         )
     },
 }
-_ALLOWED = {**_FUNCTIONS, **_CLASSES, **_VALUES}
 
 
-class _RestrictedUnpickler(pickle._Unpickler):
-    """Unpickler that resolves only :data:`_ALLOWED` and records storages.
-
-    It builds on the pure-Python unpickler because that one lets each opcode
-    be replaced: besides ``find_class`` (which guards GLOBAL, STACK_GLOBAL and
-    EXT*), the opcodes that call or mutate objects -- REDUCE, NEWOBJ(_EX),
-    BUILD, INST, OBJ -- are checked too, so not even an allowed stand-in can
-    be called or modified in an unintended way.
-    """
-
-    dispatch = dict(pickle._Unpickler.dispatch)
+class _TorchUnpickler(RestrictedUnpickler):
+    """The restricted unpickler with torch's names; records the storages tensors refer to."""
 
     def __init__(self, file: BinaryIO, path: str | os.PathLike):
-        super().__init__(file, encoding="utf-8")
-        self._path = path
+        super().__init__(file, path, _FUNCTIONS, _CLASSES, _VALUES)
         # key -> (type, element count) of every storage the pickle refers to
         self.storages: dict[str, tuple[_StorageType, int]] = {}
-
-    def find_class(self, module: str, name: str):
-        if module == "__builtin__":  # protocol-2 pickles use Python 2's name
-            module = "builtins"
-        qualified = f"{module}.{name}"
-        if qualified not in _ALLOWED:
-            raise UnsafeCheckpointError(self._path, f"references global '{qualified}'")
-        return _ALLOWED[qualified]
 
     def persistent_load(self, pid) -> _StorageRef:
         if not isinstance(pid, tuple) or len(pid) not in (5, 6):
@@ -371,67 +202,6 @@ class _RestrictedUnpickler(pickle._Unpickler):
         if start + length > numel:
             raise ValueError(f"storage view {view[0]!r} exceeds its {numel} elements")
         return _StorageRef(key, storage_type, start, length)
-
-    def _load_reduce(self):
-        func = self.stack[-2]
-        if not any(func is f for f in _FUNCTIONS.values()):
-            raise UnsafeCheckpointError(self._path, f"calls {func!r}")
-        pickle._Unpickler.load_reduce(self)
-
-    def _load_newobj(self):
-        self._check_newobj(self.stack[-2])
-        pickle._Unpickler.load_newobj(self)
-
-    def _load_newobj_ex(self):
-        self._check_newobj(self.stack[-3])
-        pickle._Unpickler.load_newobj_ex(self)
-
-    def _check_newobj(self, cls) -> None:
-        if not any(cls is c for c in _CLASSES.values()):
-            raise UnsafeCheckpointError(self._path, f"instantiates {cls!r}")
-
-    def _load_build(self):
-        state = self.stack.pop()
-        inst = self.stack[-1]
-        if type(inst) is np.ndarray:
-            _set_numpy_array_state(inst, state)
-        elif isinstance(inst, np.dtype):
-            _set_numpy_dtype_state(inst, state)
-        elif type(inst) in (OrderedDict, types.SimpleNamespace):
-            # OrderedDict: the _metadata (module versions) of a state_dict.
-            if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-                raise ValueError(f"unexpected attributes for {type(inst).__name__}")
-            vars(inst).update(state)
-        else:
-            raise UnsafeCheckpointError(
-                self._path, f"sets the state of a {type(inst).__name__} object"
-            )
-
-    def _refuse_old_instantiation(self):
-        raise UnsafeCheckpointError(self._path, "uses a protocol-0/1 INST/OBJ opcode")
-
-    dispatch[pickle.REDUCE[0]] = _load_reduce
-    dispatch[pickle.NEWOBJ[0]] = _load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
-    dispatch[pickle.BUILD[0]] = _load_build
-    dispatch[pickle.INST[0]] = _refuse_old_instantiation
-    dispatch[pickle.OBJ[0]] = _refuse_old_instantiation
-
-
-def _unpickle(unpickler: _RestrictedUnpickler, path, what: str) -> object:
-    """Run ``unpickler``, reporting any failure as a format error.
-
-    A damaged or hostile pickle can make the unpickler fail in many ways
-    (EOFError, UnpicklingError, IndexError on an empty stack, TypeError from
-    a stand-in's arguments, ...); all of them mean the same thing here.
-    """
-    try:
-        return unpickler.load()
-    except (CheckpointFormatError, UnsafeCheckpointError):
-        raise
-    except Exception as exc:
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise CheckpointFormatError(path, f"truncated or corrupt {what} ({detail})") from exc
 
 
 # --------------------------------------------------------------------------
@@ -536,8 +306,8 @@ def read_torch_zip(path: str | os.PathLike) -> object:
                     "this is a TorchScript archive (torch.jit.save); load it with "
                     "PyTorch and save its state_dict() instead",
                 )
-            unpickler = _RestrictedUnpickler(io.BytesIO(archive.read(f"{prefix}data.pkl")), path)
-            obj = _unpickle(unpickler, path, "data.pkl")
+            unpickler = _TorchUnpickler(io.BytesIO(archive.read(f"{prefix}data.pkl")), path)
+            obj = unpickle(unpickler, path, "data.pkl")
 
             byteorder = "<"
             if f"{prefix}byteorder" in names:
@@ -567,9 +337,9 @@ def read_torch_legacy(path: str | os.PathLike) -> object:
     """Read a legacy ``torch.save(..., _use_new_zipfile_serialization=False)`` file."""
     with open(path, "rb") as f:
 
-        def next_pickle(what: str) -> tuple[object, _RestrictedUnpickler]:
-            unpickler = _RestrictedUnpickler(f, path)
-            return _unpickle(unpickler, path, what), unpickler
+        def next_pickle(what: str) -> tuple[object, _TorchUnpickler]:
+            unpickler = _TorchUnpickler(f, path)
+            return unpickle(unpickler, path, what), unpickler
 
         magic, _ = next_pickle("header")
         if magic != _LEGACY_MAGIC:
