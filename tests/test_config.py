@@ -1,6 +1,7 @@
 """Registry, builder and config files: the errors a researcher meets first."""
 
 import os
+import re
 import textwrap
 
 import pytest
@@ -169,6 +170,34 @@ def test_overrides_change_values_including_list_items_and_new_accepted_keys():
 def test_overrides_refuse_keys_that_do_not_exist(override, expected):
     with pytest.raises(ConfigError, match=expected):
         load_config(DEMO, [override])
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.epochs='three'", "train.epochs must be an integer, got 'three' (str)"),
+        ("dataloader.batch_size='8'", "dataloader.batch_size must be an integer, got '8' (str)"),
+        ("train.seed=abc", "train.seed must be an integer, got 'abc' (str)"),
+        ("train.seed=-1", "train.seed must be at least 0, got -1"),
+        ("train.epochs=0", "train.epochs must be at least 1, got 0"),
+        ("train.epochs=true", "train.epochs must be an integer, got True (bool)"),
+        ("runtime.visualdl=1", "runtime.visualdl must be true or false, got 1 (int)"),
+        ("dataloader.num_workers=-2", "dataloader.num_workers must be at least 0"),
+        ("train.ema={'decay': 1.0}", "train.ema.decay must be below 1.0, got 1.0"),
+        ("export.input_size=[224]", "export.input_size must have 2 values ([H, W]), got [224]"),
+        ("train.pretrained_exclude='^head'", "train.pretrained_exclude must be a list, got '^head' (str)"),
+        ("train.best_mode=maximum", "train.best_mode must be one of 'max', 'min', got 'maximum'. Did you mean 'max'"),
+        ("train.amp.dtype=fp16", "train.amp.dtype must be one of 'float16', 'bfloat16'"),
+    ],
+)
+def test_plain_sections_check_types_and_ranges(override, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(DEMO, [override])
+
+
+def test_whole_numbers_are_accepted_where_a_float_is_expected():
+    cfg = load_config(DEMO, ["train.ema={'decay': 0}", "train.amp.init_loss_scaling=1024"])
+    assert cfg["train"]["ema"]["decay"] == 0
 
 
 def test_saved_merged_config_reproduces_the_run(tmp_path):

@@ -1,7 +1,12 @@
 """Training engine: schedules, parameter groups, EMA, checkpoints, resume, accumulation."""
 
+import json
 import math
 import os
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import paddle
@@ -10,12 +15,18 @@ import pytest
 from ppuhd import builder
 from ppuhd.config import load_config
 from ppuhd.engine import Trainer
+from ppuhd.engine import trainer as trainer_module
+from ppuhd.engine.evaluator import Evaluation
 from ppuhd.engine.amp import MixedPrecision
-from ppuhd.engine.checkpoint import CheckpointManager, write_checkpoint
+from ppuhd.engine.checkpoint import CheckpointError, CheckpointManager, verify_checkpoint, write_checkpoint
+from ppuhd.engine.outputs import OutputError
 from ppuhd.engine.ema import ModelEMA
 from ppuhd.config import AmpOptions
 from ppuhd.engine.optimizers import param_groups
 from ppuhd.registry import LR_SCHEDULERS, MODELS
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(tmp_path, **train):
@@ -128,8 +139,68 @@ def test_rewriting_best_replaces_it_whole(tmp_path):
     folder = str(tmp_path / "best")
     write_checkpoint(folder, {"w": paddle.ones([2])}, {"w": paddle.zeros([2])})
     write_checkpoint(folder, {"w": paddle.full([2], 3.0)})
-    assert sorted(os.listdir(folder)) == ["model.pdparams"]
+    assert sorted(os.listdir(folder)) == ["manifest.json", "model.pdparams"]
     np.testing.assert_array_equal(paddle.load(os.path.join(folder, "model.pdparams"))["w"].numpy(), [3, 3])
+
+
+def dead_pid():
+    """The pid of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_save_killed_midway_is_cleaned_up_on_the_next_start(tmp_path):
+    root = tmp_path / "checkpoints"
+    script = textwrap.dedent(f"""
+        import time, ppuhd.engine.checkpoint as checkpoint
+        original = checkpoint._save_file
+        def slow(obj, path):
+            original(obj, path)
+            time.sleep(120)  # killed here, with one file written
+        checkpoint._save_file = slow
+        checkpoint.write_checkpoint({str(root / "iter_000008")!r}, {{"w": __import__("numpy").ones(2)}})
+    """)
+    saver = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while not (root.is_dir() and any(n.startswith(".tmp-") for n in os.listdir(root))):
+            assert time.monotonic() < deadline and saver.poll() is None
+            time.sleep(0.1)
+    finally:
+        saver.kill()
+        saver.wait()
+    (leftover,) = os.listdir(root)
+    manager = CheckpointManager(str(tmp_path), unit="iter")
+    assert manager.latest() is None  # never taken for a checkpoint
+    live = root / f".tmp-iter_000010-{os.getpid()}"  # a save in progress elsewhere: not touched
+    live.mkdir()
+    assert manager.clean_leftovers() == [str(root / leftover)]
+    assert os.listdir(root) == [live.name]
+
+
+def test_a_checkpoint_lost_between_the_two_renames_of_a_save_is_restored(tmp_path):
+    manager = CheckpointManager(str(tmp_path))
+    manager.save_best({"w": paddle.ones([2])}, None, None)
+    os.rename(tmp_path / "checkpoints" / "best", tmp_path / "checkpoints" / f".old-best-{dead_pid()}")
+    manager.clean_leftovers()
+    assert os.listdir(tmp_path / "checkpoints") == ["best"] and verify_checkpoint(str(tmp_path / "checkpoints" / "best"))
+
+
+def test_a_damaged_checkpoint_is_named(tmp_path):
+    folder = write_checkpoint(str(tmp_path / "iter_000002"), {"w": paddle.ones([4])}, None, {"step": 2})
+    path = os.path.join(folder, "model.pdparams")
+    original = open(path, "rb").read()
+    damaged = bytearray(original)
+    damaged[-20] ^= 0xFF  # same size, one byte changed
+    open(path, "wb").write(bytes(damaged))
+    with pytest.raises(CheckpointError, match=f"{path} is damaged"):
+        verify_checkpoint(folder)
+    open(path, "wb").write(original)
+    assert verify_checkpoint(folder)
+    os.remove(os.path.join(folder, "train_state.pdstates"))
+    with pytest.raises(CheckpointError, match="train_state.pdstates is missing"):
+        verify_checkpoint(folder)
 
 
 # ------------------------------------------------------------------ resume
@@ -161,6 +232,46 @@ def test_interrupted_and_resumed_training_ends_with_the_same_weights(tmp_path, m
     assert resumed.history == straight.history
 
 
+def test_resume_auto_skips_a_damaged_latest_checkpoint_and_still_ends_exactly(tmp_path, capsys):
+    straight = Trainer(tiny_config(tmp_path / "a"))
+    straight.run()
+    cfg = tiny_config(tmp_path / "b")
+    Trainer(cfg).run()  # checkpoints at steps 6 and 8 (keep_last 2)
+    latest = os.path.join(cfg["runtime"]["output_dir"], "checkpoints", "iter_000008")
+    with open(os.path.join(latest, "train_state.pdstates"), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(CheckpointError, match="train_state.pdstates is damaged"):
+        Trainer(cfg, resume=latest)  # chosen by hand: no fallback
+    resumed = Trainer(cfg, resume="auto")
+    assert resumed.step == 6 and f"not resuming from {latest}" in capsys.readouterr().out
+    resumed.run()
+    assert max_difference(weights_of(resumed.setup.model), weights_of(straight.setup.model)) <= 1e-6
+
+
+def test_a_new_run_never_writes_over_an_earlier_one_unless_asked(tmp_path):
+    cfg = tiny_config(tmp_path, iters=2)
+    Trainer(cfg).run()
+    run_dir = cfg["runtime"]["output_dir"]
+    before = sorted(os.listdir(os.path.join(run_dir, "checkpoints")))
+    with pytest.raises(OutputError, match="already holds a training run; pass --resume auto"):
+        Trainer(cfg)
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == before
+    os.makedirs(os.path.join(run_dir, "checkpoints", "iter_999999"))  # from the earlier run
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    Trainer(cfg, overwrite=True).run()
+    assert "iter_999999" not in os.listdir(os.path.join(run_dir, "checkpoints"))
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"  # only the run's own files go
+
+
+def test_an_unwritable_output_folder_is_reported_before_anything_runs(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cfg = tiny_config(tmp_path)
+    cfg["runtime"]["output_dir"] = str(blocker / "run")
+    with pytest.raises(OutputError, match=f"cannot create the training output folder {blocker / 'run'}"):
+        Trainer(cfg)
+
+
 @pytest.mark.slow
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
     plain = tiny_config(tmp_path / "a", iters=3, ema=None)
@@ -177,7 +288,7 @@ def test_training_writes_config_logs_metrics_and_best(tmp_path):
     summary = Trainer(tiny_config(tmp_path)).run()
     for key in ("config", "log", "metrics", "latest_checkpoint", "best_checkpoint"):
         assert os.path.exists(summary[key]), key
-    assert sorted(os.listdir(summary["best_checkpoint"])) == ["ema.pdparams", "model.pdparams",
+    assert sorted(os.listdir(summary["best_checkpoint"])) == ["ema.pdparams", "manifest.json", "model.pdparams",
                                                               "train_state.pdstates"]
     assert set(summary["final_metrics"]) == {"step", "top1", "ema_top1"}
     assert load_config(summary["config"]) == tiny_config(tmp_path)
@@ -186,8 +297,24 @@ def test_training_writes_config_logs_metrics_and_best(tmp_path):
 def test_a_diverging_loss_stops_training_with_advice(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg["lr_scheduler"]["base_lr"] = float("nan")
-    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+    with pytest.raises(FloatingPointError, match=r"on a batch of .*\.png \(label \d\); .*lower the learning rate"):
         Trainer(cfg).run()
+
+
+def test_a_nan_metric_never_becomes_best_and_metrics_json_stays_valid(tmp_path, monkeypatch, capsys):
+    cfg = tiny_config(tmp_path, ema=None)
+    values = iter([float("nan"), 20.0])  # validations at steps 4 and 8
+
+    def fake_evaluate(model, loader, metrics, *args, **kwargs):
+        return Evaluation({"top1": next(values)}, [], [], ["cat/3.png"])
+
+    monkeypatch.setattr(trainer_module, "evaluate", fake_evaluate)
+    summary = Trainer(cfg).run()
+    assert summary["best"] == {"metric": "top1", "value": 20.0, "step": 8}
+    assert "validation at step 4: metric(s) top1 are not finite" in capsys.readouterr().out
+    text = open(summary["metrics"]).read()
+    saved = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in metrics.json"))
+    assert saved["history"][0]["top1"] is None and saved["history"][1]["top1"] == 20.0
 
 
 def test_amp_on_cpu_says_so_and_trains_in_fp32(caplog):

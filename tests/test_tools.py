@@ -104,9 +104,11 @@ def test_convert_weights_cli(tmp_path):
     out = run_tool("tools/convert_weights.py", "-c", str(cfg), "--src", TIMM_VIT, "--dst", str(dst)).stdout
     assert "converted" in out and dst.is_file()
     assert paddle.load(str(dst))["pos_embed"].shape == [1, 37, 48]  # resized to the 48x48 model
-    bad = run_tool("tools/convert_weights.py", "-c", str(cfg), "--src", TIMM_VIT, "--dst", str(dst),
+    bad = run_tool("tools/convert_weights.py", "-c", str(cfg), "--src", TIMM_VIT, "--dst", str(dst) + ".2",
                    "-o", "model.depth=1", expect_ok=False)
     assert bad.returncode != 0 and "unexpected in the source: blocks.1.norm1.weight" in bad.stderr
+    again = run_tool("tools/convert_weights.py", "-c", str(cfg), "--src", TIMM_VIT, "--dst", str(dst), expect_ok=False)
+    assert again.returncode != 0 and f"refusing to replace the output file ({dst}); pass --overwrite" in again.stderr
 
 
 @pytest.mark.slow

@@ -6,13 +6,18 @@ import sys
 import _bootstrap  # noqa: F401
 
 from ppuhd.data.image_io import ImageReadError
+from ppuhd.data.loader import BatchSizeError
+from ppuhd.deploy import ExportFolderError, InputSizeError
+from ppuhd.engine.checkpoint import CheckpointError
+from ppuhd.engine.outputs import OutputError
 from ppuhd.registry import ConfigError
 from ppuhd.weights import ConversionError, WeightsError
 from ppuhd.weights.readers import CheckpointFormatError, StateDictNotFoundError, UnsafeCheckpointError
 
-# Errors caused by what the user gave (config, weights, images), not by a bug.
+# Errors caused by what the user gave (config, weights, images, folders), not by a bug.
 USER_ERRORS = (ConfigError, WeightsError, ConversionError, CheckpointFormatError, UnsafeCheckpointError,
-               StateDictNotFoundError, ImageReadError)
+               StateDictNotFoundError, ImageReadError, BatchSizeError, CheckpointError, OutputError,
+               ExportFolderError, InputSizeError)
 
 
 def add_config_arguments(parser):

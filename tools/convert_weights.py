@@ -19,6 +19,7 @@ from _cli import add_config_arguments, exit_on_user_error
 
 from ppuhd import builder
 from ppuhd.config import load_config
+from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace
 from ppuhd.registry import MODELS
 from ppuhd.weights import convert_torch_state_dict, find_state_dict, load_weights, read_checkpoint
 
@@ -29,11 +30,14 @@ def main(argv=None):
     parser.add_argument("--src", required=True, help="PyTorch .pth/.pt, .safetensors or .npz file")
     parser.add_argument("--dst", required=True, help="output .pdparams file")
     parser.add_argument("--key", help="entry of the checkpoint that holds the weights (e.g. model_ema)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --dst if it exists")
     args = parser.parse_args(argv)
     with exit_on_user_error():
+        if not args.overwrite:
+            refuse_to_replace([args.dst], "the output file", "pass --overwrite to replace it")
+        ensure_writable_dir(os.path.dirname(os.path.abspath(args.dst)), "output folder")
         model = builder.build(load_config(args.config, args.override)["model"], MODELS, "model")
         state = convert_torch_state_dict(model, find_state_dict(read_checkpoint(args.src), args.key))
-    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     tmp = f"{args.dst}.tmp-{os.getpid()}"
     paddle.save(state, tmp)
     os.replace(tmp, args.dst)  # never leave a half-written file under the final name

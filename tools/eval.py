@@ -7,7 +7,6 @@
 """
 
 import argparse
-import json
 import os
 
 from _cli import add_config_arguments, exit_on_user_error
@@ -15,6 +14,21 @@ from _cli import add_config_arguments, exit_on_user_error
 from ppuhd.config import RuntimeOptions, load_config, options_from_dict
 from ppuhd.engine.evaluator import evaluate_config
 from ppuhd.engine.logger import setup_logging
+from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace, remove_paths
+from ppuhd.engine.reports import write_json
+
+
+EVAL_OUTPUTS = ("metrics.json", "per_image.csv", "images")
+
+
+def claim_results(output_dir, overwrite):
+    """Refuse to mix with an earlier evaluation's results, or (``overwrite``) remove them first."""
+    earlier = [os.path.join(output_dir, name) for name in EVAL_OUTPUTS]
+    if overwrite:
+        remove_paths(earlier)
+    refuse_to_replace(earlier, "results of an earlier evaluation",
+                      "pass --overwrite to replace them, or choose another --output-dir")
+    ensure_writable_dir(output_dir)
 
 
 def main(argv=None):
@@ -25,18 +39,22 @@ def main(argv=None):
     parser.add_argument("--output-dir", help="where to write metrics.json, per_image.csv and images/ "
                                              "(default: <runtime.output_dir>/eval)")
     parser.add_argument("--save-images", action="store_true", help="save enhanced images as PNG (enhancement models)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier evaluation there")
     args = parser.parse_args(argv)
     setup_logging()
     with exit_on_user_error():
         cfg = load_config(args.config, args.override)
         output_dir = args.output_dir or os.path.join(
             options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime").output_dir, "eval")
-        results = evaluate_config(cfg, args.weights, args.ema, output_dir, args.save_images)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump({"weights": args.weights, "ema": args.ema, "metrics": results}, f, indent=2)
-    for key, value in results.items():
+        claim_results(output_dir, args.overwrite)
+        result = evaluate_config(cfg, args.weights, args.ema, output_dir, args.save_images)
+    write_json(os.path.join(output_dir, "metrics.json"),
+               {"weights": args.weights, "ema": args.ema, "metrics": result.metrics,
+                "left_out": result.left_out, "non_finite": result.non_finite})
+    for key, value in result.metrics.items():
         print(f"{key}: {value:.4f}")
+    if result.left_out:
+        print(f"{len(result.left_out)} unreadable image(s) left out of these metrics (listed in metrics.json)")
     print(f"results written to {output_dir}")
 
 

@@ -9,12 +9,15 @@ the same outputs as the training-time model.
 """
 
 import argparse
+import os
 
 from _cli import add_config_arguments, exit_on_user_error
 
 from ppuhd.config import load_config
 from ppuhd.deploy import export_model, max_export_difference
+from ppuhd.deploy.export import EXPORT_FILES
 from ppuhd.engine.logger import setup_logging
+from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace
 from ppuhd.engine.runtime import setup_runtime
 
 
@@ -27,10 +30,15 @@ def main(argv=None):
     parser.add_argument("--dynamic-size", action="store_true", help="accept any input height and width")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="fixed input size")
     parser.add_argument("--no-verify", action="store_true", help="skip the dygraph-vs-exported output check")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
     args = parser.parse_args(argv)
     setup_logging()
     setup_runtime(device="cpu")
     with exit_on_user_error():
+        if not args.overwrite:
+            refuse_to_replace([os.path.join(args.output, name) for name in EXPORT_FILES], "an earlier export's files",
+                              "pass --overwrite to replace them, or choose another --output")
+        ensure_writable_dir(args.output, "export folder")
         deploy, model = export_model(load_config(args.config, args.override), args.weights, args.output, args.ema,
                                      args.dynamic_size or None, args.input_size)
     print(f"exported {deploy['model']} to {args.output} (input {deploy['input_size']}"

@@ -3,7 +3,8 @@
 
     python tools/train.py -c configs/demo/vit_demo.yml
     python tools/train.py -c CFG -o train.epochs=10 -o dataloader.batch_size=32
-    python tools/train.py -c CFG --resume auto          # continue the latest checkpoint
+    python tools/train.py -c CFG --resume auto          # continue the latest intact checkpoint
+    python tools/train.py -c CFG --overwrite            # delete the run already in the output folder, start again
     python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c CFG
 """
 
@@ -20,19 +21,22 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--resume", metavar="PATH|auto",
-                        help="checkpoint folder to continue from, or 'auto' for the latest in the output folder")
+                        help="checkpoint folder to continue from, or 'auto' for the newest intact one in the output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="if the output folder holds an earlier run, delete it and start again")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     with exit_on_user_error():
-        summary = train(load_config(args.config, args.override), args.resume)
+        summary = train(load_config(args.config, args.override), args.resume, args.overwrite)
     if summary is None:  # not the main process
         return
     print("\nTraining finished.")
     if summary["final_metrics"]:
-        metrics = {k: round(v, 4) for k, v in summary["final_metrics"].items() if k != "step"}
+        metrics = {k: round(v, 4) for k, v in summary["final_metrics"].items()
+                   if k != "step" and isinstance(v, float)}
         print(f"  final validation metrics: {json.dumps(metrics)}")
     if summary["best"]:
         best = summary["best"]

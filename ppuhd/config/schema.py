@@ -2,8 +2,9 @@
 
 A config has component sections (a ``type:`` and the component's arguments,
 checked against its signature) and plain sections (``train``, ``runtime``,
-``dataloader``, ``export``), described here as dataclasses so every key, its
-default and its meaning live in one place.
+``dataloader``, ``export``, ``tiling``), described here as dataclasses so every
+key, its type, its allowed range, its default and its meaning live in one
+place; a value of the wrong type or out of range is a one-line ConfigError.
 """
 
 import dataclasses
@@ -25,79 +26,78 @@ from ..registry import (
 )
 
 
+def _at_least(minimum, default=None, **limits):
+    """A number field that must be >= ``minimum`` (and < ``below``, if given)."""
+    return field(default=default, metadata={"minimum": minimum, **limits})
+
+
+def _size(default=None):
+    """An [H, W] pair of positive integers."""
+    if default is None:
+        return field(default=None, metadata={"minimum": 1, "length": 2})
+    return field(default_factory=lambda: list(default), metadata={"minimum": 1, "length": 2})
+
+
+def _choice(default, *choices):
+    return field(default=default, metadata={"choices": choices})
+
+
 @dataclass
 class AmpOptions:
     """Automatic mixed precision; used on GPU only (CPU runs in fp32)."""
 
     enabled: bool = False
-    dtype: str = "float16"  # float16 or bfloat16
-    level: str = "O1"  # O1: per-op casting; O2: fp16/bf16 weights with fp32 master copies
-    init_loss_scaling: float = 65536.0
-
-    def __post_init__(self):
-        if self.dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"dtype must be float16 or bfloat16, got {self.dtype!r}")
-        if self.level not in ("O1", "O2"):
-            raise ValueError(f"level must be O1 or O2, got {self.level!r}")
+    dtype: str = _choice("float16", "float16", "bfloat16")
+    level: str = _choice("O1", "O1", "O2")  # O1: per-op casting; O2: fp16/bf16 weights with fp32 master copies
+    init_loss_scaling: float = _at_least(1e-30, 65536.0)
 
 
 @dataclass
 class EmaOptions:
     """Exponential moving average of the weights, updated after each optimizer step."""
 
-    decay: float = 0.9999
-
-    def __post_init__(self):
-        if not 0.0 <= self.decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+    decay: float = _at_least(0.0, 0.9999, below=1.0)
 
 
 @dataclass
 class TrainOptions:
-    epochs: Optional[int] = None  # set exactly one of epochs / iters
-    iters: Optional[int] = None
-    accumulate_steps: int = 1  # micro-batches per optimizer step
+    epochs: Optional[int] = _at_least(1)  # set exactly one of epochs / iters
+    iters: Optional[int] = _at_least(1)
+    accumulate_steps: int = _at_least(1, 1)  # micro-batches per optimizer step
     amp: AmpOptions = field(default_factory=AmpOptions)
     ema: Optional[EmaOptions] = None  # null: no EMA
-    log_interval: int = 10  # optimizer steps between console lines
-    eval_interval: int = 1  # epochs (epoch mode) or iterations (iteration mode)
-    save_interval: int = 1  # same unit as eval_interval
-    keep_last: int = 3  # periodic checkpoints kept; 'best' is kept apart
+    log_interval: int = _at_least(1, 10)  # optimizer steps between console lines
+    eval_interval: int = _at_least(1, 1)  # epochs (epoch mode) or iterations (iteration mode)
+    save_interval: int = _at_least(1, 1)  # same unit as eval_interval
+    keep_last: int = _at_least(0, 3)  # periodic checkpoints kept (0: all); 'best' is kept apart
     best_metric: Optional[str] = None  # metric deciding 'best'; default: the first one reported
-    best_mode: str = "max"  # max or min
-    preview_images: int = 4  # enhancement: validation samples shown as input | output | target
-    seed: int = 0
+    best_mode: str = _choice("max", "max", "min")
+    preview_images: int = _at_least(0, 4)  # enhancement: validation samples shown as input | output | target
+    seed: int = _at_least(0, 0)
     pretrained: Optional[str] = None  # weights to start from (any format load_weights reads)
     pretrained_exclude: List[str] = field(default_factory=list)  # regexes of keys to leave at init, e.g. '^head\\.'
-
-    def __post_init__(self):
-        if self.best_mode not in ("max", "min"):
-            raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
-        for name in ("accumulate_steps", "log_interval", "eval_interval", "save_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
 class RuntimeOptions:
     device: str = "auto"  # auto (GPU if visible, else CPU), cpu, gpu, gpu:1
-    num_threads: Optional[int] = None  # CPU threads; default: all cores
+    num_threads: Optional[int] = _at_least(1)  # CPU threads; default: all cores
     output_dir: str = "output/run"
     visualdl: bool = True
 
 
 @dataclass
 class DataLoaderOptions:
-    batch_size: int = 32  # per process; total batch = batch_size x processes x accumulate_steps
-    val_batch_size: Optional[int] = None  # default: batch_size
-    num_workers: int = 2
+    batch_size: int = _at_least(1, 32)  # per process; total batch = batch_size x processes x accumulate_steps
+    val_batch_size: Optional[int] = _at_least(1)  # default: batch_size
+    num_workers: int = _at_least(0, 2)  # processes reading batches; 0: read in the training process
     drop_last: bool = True  # training only
-    repeated_augmentation: int = 1  # copies of each image per epoch, each in another process (DeiT: 3)
+    repeated_augmentation: int = _at_least(1, 1)  # copies of each image per epoch, each in another process (DeiT: 3)
 
 
 @dataclass
 class ExportOptions:
-    input_size: Optional[List[int]] = None  # [H, W]; default: the model's training size
+    input_size: Optional[List[int]] = _size()  # [H, W]; default: the model's training size
     dynamic_size: bool = False  # export with free H and W where the model allows it
 
 
@@ -108,15 +108,11 @@ class TilingOptions:
     Leave the section out (or null) to run full frames.
     """
 
-    tile_size: List[int] = field(default_factory=lambda: [720, 1280])  # [H, W]
-    stride: Optional[List[int]] = None  # [H, W]; default: half a tile
-    tile_batch: int = 1  # tiles per forward
-    blend: str = "average"  # average (official LLFormer) or feather
-    multiple: Optional[int] = None  # pad the frame to this first; default: the model's own
-
-    def __post_init__(self):
-        if self.blend not in ("average", "feather"):
-            raise ValueError(f"blend must be 'average' or 'feather', got {self.blend!r}")
+    tile_size: List[int] = _size([720, 1280])  # [H, W]
+    stride: Optional[List[int]] = _size()  # [H, W]; default: half a tile
+    tile_batch: int = _at_least(1, 1)  # tiles per forward
+    blend: str = _choice("average", "average", "feather")  # average (official LLFormer) or feather
+    multiple: Optional[int] = _at_least(1)  # pad the frame to this first; default: the model's own
 
 
 PLAIN_SECTIONS = {
@@ -150,8 +146,48 @@ def _dataclass_type(annotation):
     return None
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _describe(value):
+    return f"{value!r} ({'null' if value is None else type(value).__name__})"
+
+
+def _checked_value(value, annotation, where):
+    """``value`` if it is of type ``annotation`` (ints accepted as floats), else ConfigError."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _checked_value(value, next(a for a in args if a is not type(None)), where)
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {_describe(value)}")
+        return [_checked_value(item, args[0], f"{where}.{i}") for i, item in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {_TYPE_NAMES[annotation]}, got {_describe(value)}")
+    return value
+
+
+def _check_bounds(value, metadata, where):
+    if value is None:
+        return
+    if "length" in metadata and len(value) != metadata["length"]:
+        raise ConfigError(f"{where} must have {metadata['length']} values ([H, W]), got {value!r}")
+    for number in value if isinstance(value, list) else [value]:
+        if "minimum" in metadata and number < metadata["minimum"]:
+            raise ConfigError(f"{where} must be at least {metadata['minimum']}, got {value!r}")
+        if "below" in metadata and number >= metadata["below"]:
+            raise ConfigError(f"{where} must be below {metadata['below']}, got {value!r}")
+    if "choices" in metadata and value not in metadata["choices"]:
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, metadata['choices']))}, got {value!r}."
+                          f"{suggest(value, metadata['choices'])}")
+
+
 def options_from_dict(cls, data, where):
-    """Build dataclass ``cls`` from ``data``, refusing unknown keys."""
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys and values of the wrong type or range."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -163,12 +199,14 @@ def options_from_dict(cls, data, where):
             raise ConfigError(
                 f"{where}: unknown key {key!r}.{suggest(key, fields)} Accepted: {', '.join(fields)}."
             )
+        spot = f"{where}.{key}"
         nested = _dataclass_type(fields[key].type)
-        values[key] = options_from_dict(nested, value, f"{where}.{key}") if nested and value is not None else value
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+        if nested and value is not None:
+            values[key] = options_from_dict(nested, value, spot)
+        else:
+            values[key] = _checked_value(value, fields[key].type, spot)
+            _check_bounds(values[key], fields[key].metadata, spot)
+    return cls(**values)
 
 
 def validate_config(cfg):

@@ -15,18 +15,28 @@ ON_ERROR_CHOICES = ("raise", "skip")
 
 
 class SampleKey(NamedTuple):
-    """``(index, epoch, seed, copy)``: what the samplers hand to a dataset.
+    """``(index, epoch, seed, copy, substitute)``: what the samplers hand to a dataset.
 
     The augmentation of a sample depends only on its key, so it does not
     change with the number of workers or processes, or after a resume.
     ``copy`` tells apart the repeats of one image in an epoch (repeated
-    augmentation), so each copy is augmented differently.
+    augmentation), so each copy is augmented differently. ``substitute``
+    says what ``on_error: skip`` does with an unreadable sample: take the
+    next readable one (training) or leave it out (evaluation).
     """
 
     index: int
     epoch: int = 0
     seed: int = 0
     copy: int = 0
+    substitute: bool = True
+
+
+class LeftOutSample(NamedTuple):
+    """What a dataset returns for an unreadable sample it leaves out (evaluation)."""
+
+    index: int
+    reason: str
 
 
 class BaseDataset(paddle.io.Dataset):
@@ -40,9 +50,10 @@ class BaseDataset(paddle.io.Dataset):
     Args:
         transforms: list of transforms (built from the config).
         on_error: 'raise' stops at the first unreadable image, naming it;
-            'skip' logs a warning and uses the next sample instead. Skipped
-            files are counted in each sample's ``skipped`` entry, which the
-            trainer sums and reports.
+            'skip' logs a warning and, in training, uses the next sample
+            instead (counted in each sample's ``skipped`` entry, which the
+            trainer sums and reports); in evaluation the sample is left out
+            (a :class:`LeftOutSample`), counted and named in the results.
     """
 
     def __init__(self, transforms=None, on_error="raise"):
@@ -58,7 +69,7 @@ class BaseDataset(paddle.io.Dataset):
         raise NotImplementedError
 
     def __getitem__(self, key):
-        index, epoch, seed, copy = key if isinstance(key, tuple) else SampleKey(key)
+        index, epoch, seed, copy, substitute = SampleKey(*key) if isinstance(key, tuple) else SampleKey(key)
         rng = np.random.default_rng([seed, epoch, index, copy])
         skipped = 0
         for attempt in range(len(self)):
@@ -73,6 +84,9 @@ class BaseDataset(paddle.io.Dataset):
                         f"{err.reason} (sample {current}: {self.describe(current)}; "
                         "set on_error: skip in the dataset config to skip bad files)",
                     ) from err
+                if not substitute:
+                    logger.warning("leaving out unreadable sample %d: %s", current, err)
+                    return LeftOutSample(current, err.reason)
                 logger.warning("skipping unreadable sample %d: %s", current, err)
                 skipped += 1
         else:

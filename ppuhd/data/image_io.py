@@ -20,12 +20,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 
 class ImageReadError(OSError):
-    """An image file that is missing, unreadable or not an image."""
+    """An image file that is missing, unreadable or not an image.
 
-    def __init__(self, path, reason):
-        super().__init__(f"cannot read image {path}: {reason}")
-        self.path = path
-        self.reason = reason
+    ``ImageReadError(path, reason)``; with one argument, that is the whole
+    message (how pickling, and Paddle's loader workers, rebuild it).
+    """
+
+    def __init__(self, path, reason=None):
+        super().__init__(f"cannot read image {path}: {reason}" if reason is not None else path)
+        self.path = path if reason is not None else None
+        self.reason = reason if reason is not None else path
 
 
 def read_image(path, dtype="uint8"):
@@ -72,6 +76,8 @@ def convert_depth(image, path, dtype):
         scale = 255.0
     elif image.dtype == np.uint16:
         scale = 65535.0
+        _note_once(f"16bit-{dtype}", path, "16-bit image scaled to 8 bits (0-255)" if dtype == "uint8"
+                   else "16-bit image read as floats in [0, 1], keeping its 16-bit precision")
     elif image.dtype in (np.float32, np.float64):
         scale = 1.0
     else:
@@ -86,10 +92,16 @@ def convert_depth(image, path, dtype):
 
 
 def write_image(path, rgb):
-    """Write an RGB uint8 (or uint16) array; the folder is created if needed."""
+    """Write an RGB uint8 (or uint16) array; the folder is created if needed.
+
+    Written to a temporary name and renamed, so an interrupted run never
+    leaves a truncated image under the final name.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     ext = os.path.splitext(path)[1] or ".png"
     ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode an image for {path}")
-    encoded.tofile(path)
+    tmp = f"{path}.tmp-{os.getpid()}{ext}"
+    encoded.tofile(tmp)
+    os.replace(tmp, path)

@@ -82,7 +82,11 @@ class TrainBatchSampler(paddle.io.BatchSampler):
 
 
 class EvalBatchSampler(paddle.io.BatchSampler):
-    """Every sample exactly once across processes (rank r takes r, r+N, ...), in order."""
+    """Every sample exactly once across processes (rank r takes r, r+N, ...), in order.
+
+    An unreadable sample of a dataset with ``on_error: skip`` is left out, never
+    replaced by another, so no image is scored twice.
+    """
 
     def __init__(self, num_samples, batch_size, rank=0, world_size=1):
         self.indices = list(range(rank, num_samples, world_size))
@@ -93,15 +97,5 @@ class EvalBatchSampler(paddle.io.BatchSampler):
 
     def __iter__(self):
         for start in range(0, len(self.indices), self.batch_size):
-            yield [SampleKey(i) for i in self.indices[start : start + self.batch_size]]
+            yield [SampleKey(i, substitute=False) for i in self.indices[start : start + self.batch_size]]
 
-
-def build_loader(dataset, batch_sampler, num_workers=0):
-    """A Paddle DataLoader over ``dataset`` with the given batch sampler."""
-    return paddle.io.DataLoader(
-        dataset,
-        batch_sampler=batch_sampler,
-        num_workers=num_workers,
-        use_shared_memory=num_workers > 0,
-        return_list=True,
-    )

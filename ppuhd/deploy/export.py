@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_PREFIX = "model"
 DEPLOY_FILE = "deploy.yml"
+EXPORT_FILES = (MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdiparams", DEPLOY_FILE)
 
 
 def _input_size(cfg, options, model):

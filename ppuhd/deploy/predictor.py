@@ -14,6 +14,14 @@ from ..registry import TRANSFORMS
 from .export import DEPLOY_FILE, MODEL_PREFIX
 
 
+class ExportFolderError(ValueError):
+    """A folder that is not (or no longer) a complete export."""
+
+
+class InputSizeError(ValueError):
+    """An image whose size, after the exported preprocessing, is not the one the model was exported for."""
+
+
 class Predictor:
     """A ``paddle.inference`` predictor for an export folder.
 
@@ -29,7 +37,7 @@ class Predictor:
         params = os.path.join(model_dir, MODEL_PREFIX + ".pdiparams")
         for path in (graph, params):
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path} not found: is {model_dir} a folder written by tools/export.py?")
+                raise ExportFolderError(f"{path} not found: is {model_dir} a folder written by tools/export.py?")
         config = paddle_infer.Config(graph, params)
         config.disable_glog_info()
         if device == "gpu" or (device == "auto" and gpu_available()):
@@ -71,7 +79,15 @@ class Predictor:
         precision), classifiers as 8-bit, as in training.
         """
         image = read_image(path, "float32" if self.task == "enhancement" else "uint8")
-        return self.transforms({"image": image})["image"]
+        image = self.transforms({"image": image})["image"]
+        expected = self.deploy.get("input_size")
+        if expected and not self.deploy.get("dynamic_size") and list(image.shape[1:]) != list(expected):
+            raise InputSizeError(
+                f"{path}: the model was exported for {expected[1]}x{expected[0]} (WxH) inputs, and the "
+                f"exported preprocessing gives {image.shape[2]}x{image.shape[1]}; resize the image, or add "
+                "Resize/CenterCrop to the config's val_dataset.transforms and export again"
+            )
+        return image
 
 
 def top_k(logits, k, class_names=None):

@@ -5,6 +5,6 @@ from .trainer import Trainer
 __all__ = ["Trainer", "train"]
 
 
-def train(cfg, resume=None):
+def train(cfg, resume=None, overwrite=False):
     """Train from a validated config dict; returns the run summary (paths, best metric)."""
-    return Trainer(cfg, resume).run()
+    return Trainer(cfg, resume, overwrite).run()

@@ -6,13 +6,16 @@ Layout under ``<output_dir>/checkpoints/``::
         model.pdparams     raw weights: tools/eval.py --weights <folder or file>
         ema.pdparams       EMA weights, when EMA is on
         train_state.pdstates  optimizer, schedule, loss scale, counters, best metric
+        manifest.json      size and SHA-256 of each file above, to detect damage
     best/                  same files, for the best validation result
 
 A checkpoint folder is written under a temporary name, flushed to disk and
 renamed into place, so an interrupted save never leaves a partial checkpoint
-where resume would find it.
+where resume would find it; the next run removes what such a save left behind.
 """
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -25,8 +28,47 @@ from ..weights import EMA_FILE, MODEL_FILE, read_paddle_file
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pdstates"
+MANIFEST_FILE = "manifest.json"
 BEST = "best"
 _PERIODIC = re.compile(r"^(epoch|iter)_(\d+)$")
+_LEFTOVER = re.compile(r"^\.(tmp|old)-(.+)-(\d+)$")  # what write_checkpoint leaves if killed
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is incomplete or damaged."""
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(folder):
+    """Raise CheckpointError unless every file of ``folder`` has the size and hash it was saved with.
+
+    Returns False for a folder without a manifest (written before checkpoints
+    had one), which cannot be verified, and True otherwise.
+    """
+    manifest_path = os.path.join(folder, MANIFEST_FILE)
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{manifest_path} is damaged ({err})") from None
+    for name, entry in manifest.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{path} is missing")
+        if os.path.getsize(path) != entry["size"] or _sha256(path) != entry["sha256"]:
+            raise CheckpointError(f"{path} is damaged: its contents differ from when it was saved")
+    return True
 
 
 def _fsync_dir(path):
@@ -44,17 +86,22 @@ def _save_file(obj, path):
 
 
 def write_checkpoint(folder, model_state, ema_state=None, train_state=None):
-    """Write a checkpoint folder atomically (temporary folder, fsync, rename)."""
+    """Write a checkpoint folder atomically (temporary folder, manifest, fsync, rename)."""
     parent, name = os.path.split(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".tmp-{name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    _save_file(model_state, os.path.join(tmp, MODEL_FILE))
-    if ema_state is not None:
-        _save_file(ema_state, os.path.join(tmp, EMA_FILE))
-    if train_state is not None:
-        _save_file(train_state, os.path.join(tmp, STATE_FILE))
+    manifest = {}
+    for filename, state in ((MODEL_FILE, model_state), (EMA_FILE, ema_state), (STATE_FILE, train_state)):
+        if state is not None:
+            path = os.path.join(tmp, filename)
+            _save_file(state, path)
+            manifest[filename] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    with open(os.path.join(tmp, MANIFEST_FILE), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
     _fsync_dir(tmp)
     old = os.path.join(parent, f".old-{name}-{os.getpid()}")
     if os.path.isdir(folder):
@@ -68,7 +115,7 @@ def write_checkpoint(folder, model_state, ema_state=None, train_state=None):
 def read_train_state(folder):
     path = os.path.join(folder, STATE_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{folder} is not a resumable checkpoint: {STATE_FILE} is missing")
+        raise CheckpointError(f"{folder} is not a resumable checkpoint: {STATE_FILE} is missing")
     return read_paddle_file(path)
 
 
@@ -125,6 +172,43 @@ class CheckpointManager:
     def save_best(self, model_state, ema_state, train_state):
         return write_checkpoint(os.path.join(self.root, BEST), model_state, ema_state, train_state)
 
+    def clean_leftovers(self):
+        """Remove what saves interrupted by a kill left behind; return what was removed.
+
+        A save killed between its two renames leaves the checkpoint only as
+        ``.old-<name>-<pid>``: that is the previous, complete version, and is
+        put back. Leftovers of live processes are not touched.
+        """
+        removed = []
+        if not os.path.isdir(self.root):
+            return removed
+        for entry in sorted(os.listdir(self.root)):
+            match = _LEFTOVER.match(entry)
+            if not match or _process_alive(int(match.group(3))):
+                continue
+            kind, name = match.group(1), match.group(2)
+            path, final = os.path.join(self.root, entry), os.path.join(self.root, name)
+            if kind == "old" and not os.path.exists(final):
+                os.rename(path, final)
+                logger.warning("restored checkpoint %s from an interrupted save", final)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        if removed:
+            logger.info("removed %d folder(s) left by interrupted saves: %s", len(removed), ", ".join(removed))
+        return removed
+
+    def latest_intact(self):
+        """The newest periodic checkpoint that verifies, or None; damaged newer ones are named in a warning."""
+        for folder in reversed(self.periodic()):
+            try:
+                if not verify_checkpoint(folder):
+                    logger.info("%s has no %s (an older checkpoint): not verified", folder, MANIFEST_FILE)
+                return folder
+            except CheckpointError as err:
+                logger.warning("not resuming from %s: %s; trying the previous checkpoint", folder, err)
+        return None
+
     def periodic(self):
         """Complete periodic checkpoints, oldest first."""
         if not os.path.isdir(self.root):
@@ -140,3 +224,13 @@ class CheckpointManager:
         if self.keep_last and self.keep_last > 0:
             for folder in self.periodic()[: -self.keep_last]:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -1,6 +1,8 @@
 """Evaluation over a loader, combined across processes."""
 
+import dataclasses
 import logging
+import math
 import os
 import time
 
@@ -10,7 +12,8 @@ import paddle.distributed as dist
 
 from .. import builder
 from ..config import DataLoaderOptions, RuntimeOptions, options_from_dict
-from ..data.sampler import EvalBatchSampler, build_loader
+from ..data.loader import LEFT_OUT, DataLoader
+from ..data.sampler import EvalBatchSampler
 from ..registry import DATASETS, METRICS, MODELS
 from ..weights import load_weights
 from .logger import Progress
@@ -31,12 +34,31 @@ def all_reduce_sums(sums, world_size):
     return dict(zip(keys, packed.numpy().tolist()))
 
 
+@dataclasses.dataclass
+class Evaluation:
+    """What one evaluation found."""
+
+    metrics: dict  # {metric name: value}
+    left_out: list  # the samples left out because they could not be read (dataset.describe), all processes
+    left_out_indices: list  # their indices in the dataset
+    non_finite: list  # samples scored NaN or infinite by a per-image metric (dataset.describe)
+
+    def warn_left_out(self, where="evaluation"):
+        if self.left_out:
+            shown = "; ".join(self.left_out[:10])
+            if len(self.left_out) > 10:
+                shown += f"; ... ({len(self.left_out)} in all)"
+            logger.warning("%s: %d unreadable sample(s) left out of the metrics: %s", where, len(self.left_out), shown)
+
+
 def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_seconds=10.0, on_batch=()):
-    """Run ``model`` over ``loader`` and return ``{metric name: value}``.
+    """Run ``model`` over ``loader`` (a :class:`~ppuhd.data.loader.DataLoader`) and return an :class:`Evaluation`.
 
     Each process evaluates its share; the metrics' additive sums are added
     across processes before the final values are computed. Each callable in
     ``on_batch`` is called with ``(batch, outputs)`` (saving images, previews).
+    Samples a dataset with ``on_error: skip`` could not read are left out of
+    every metric (never replaced by another sample) and listed.
     """
     for metric in metrics:
         metric.reset()
@@ -44,8 +66,14 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
     model.eval()
     progress = Progress(len(loader), unit="batch")
     last_log = time.perf_counter()
+    left_out, scored = [], []
     with paddle.no_grad():
         for batch in loader:
+            left_out += [int(i) for i in batch[LEFT_OUT].numpy()]
+            if "image" not in batch:  # every sample of the batch was left out
+                progress.update()
+                continue
+            scored += [int(i) for i in batch["index"].numpy()]
             outputs = model(batch["image"])
             for metric in metrics:
                 metric.update(batch["image"] if metric.source == "input" else outputs, batch["target"])
@@ -60,17 +88,25 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
     results = {}
     for metric in metrics:
         results.update(metric.compute(all_reduce_sums(metric.sums(), world_size)))
-    return results
+    non_finite = set()
+    for metric in metrics:
+        for index, record in zip(scored, metric.per_image() or ()):
+            if not all(math.isfinite(v) for v in record.values()):
+                non_finite.add(index)
+    left_out = sorted(gather(left_out, world_size))
+    non_finite = sorted(gather(sorted(non_finite), world_size))
+    describe = loader.dataset.describe
+    return Evaluation(results, [describe(i) for i in left_out], left_out, [describe(i) for i in non_finite])
 
 
 def evaluate_config(cfg, weights, ema=False, report_dir=None, save_images=False):
     """Evaluate ``weights`` on the config's ``val_dataset`` with its ``metrics``.
 
-    Returns ``{metric: value}``; works under ``paddle.distributed.launch`` too
-    (each process takes a share of the images). With ``report_dir``, metrics
-    that score each image (PSNR, SSIM, ...) are written per image to
-    ``report_dir/per_image.csv``, and with ``save_images`` the outputs to
-    ``report_dir/images/``.
+    Returns an :class:`Evaluation`; works under ``paddle.distributed.launch``
+    too (each process takes a share of the images). With ``report_dir``,
+    metrics that score each image (PSNR, SSIM, ...) are written per image to
+    ``report_dir/per_image.csv`` (left-out images as rows without values),
+    and with ``save_images`` the outputs to ``report_dir/images/``.
     """
     if not cfg.get("val_dataset") or not cfg.get("metrics"):
         raise ValueError("evaluation needs 'val_dataset' and 'metrics' in the config")
@@ -84,18 +120,20 @@ def evaluate_config(cfg, weights, ema=False, report_dir=None, save_images=False)
     )
     metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg["metrics"])]
     logger.info("evaluating %s on %d images", weights, len(dataset))
-    loader = build_loader(dataset, sampler, loader_options.num_workers)
+    loader = DataLoader(dataset, sampler, loader_options.num_workers)
     order = IndexRecorder()
     callbacks = [order]
     if save_images and report_dir:
         callbacks.append(ImageSaver(os.path.join(report_dir, "images"), dataset))
-    results = evaluate(evaluation_model(model, cfg), loader, metrics, runtime.world_size, log_progress=True,
-                       on_batch=callbacks)
+    result = evaluate(evaluation_model(model, cfg), loader, metrics, runtime.world_size, log_progress=True,
+                      on_batch=callbacks)
+    result.warn_left_out()
     per_image = [m.per_image() for m in metrics if m.per_image() is not None]
     if report_dir and per_image:
         indices = gather(order.indices, runtime.world_size)
         records = gather([{k: v for part in parts for k, v in part.items()} for parts in zip(*per_image)],
                          runtime.world_size)
         if runtime.is_main:
-            write_per_image_csv(os.path.join(report_dir, "per_image.csv"), dataset, indices, records, results)
-    return results
+            write_per_image_csv(os.path.join(report_dir, "per_image.csv"), dataset, indices, records,
+                                result.metrics, result.left_out_indices)
+    return result

@@ -1,6 +1,8 @@
 """What evaluation leaves on disk: per-image results, enhanced images and previews."""
 
 import csv
+import json
+import math
 import os
 
 import cv2
@@ -50,6 +52,26 @@ class IndexRecorder:
         self.indices += [int(i) for i in batch["index"].numpy()]
 
 
+def finite_or_none(obj):
+    """``obj`` with every NaN/Inf float replaced by None, so it is valid JSON (NaN is not)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def write_json(path, obj):
+    """Write ``obj`` as strict JSON (non-finite numbers as null), atomically: readers never see half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(finite_or_none(obj), f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
+
+
 def gather(items, world_size):
     """The concatenation of ``items`` (a list) over all processes."""
     if world_size <= 1:
@@ -59,17 +81,24 @@ def gather(items, world_size):
     return [item for part in collected for item in part]
 
 
-def write_per_image_csv(path, dataset, indices, records, means):
-    """One row per image (by file name, in dataset order) and a final row of means."""
-    rows = sorted(zip(indices, records), key=lambda pair: pair[0])
+def write_per_image_csv(path, dataset, indices, records, means, left_out=()):
+    """One row per image (by file name, in dataset order) and a final row of means.
+
+    Images in ``left_out`` (unreadable, not scored) get a row with empty values
+    and a note; the means are over the scored images only.
+    """
+    rows = [(index, record) for index, record in zip(indices, records)] + [(index, None) for index in left_out]
     fields = list(records[0]) if records else list(means)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", *fields])
-        for index, record in rows:
-            writer.writerow([dataset.name(index), *(f"{record[k]:.6f}" for k in fields)])
-        writer.writerow(["mean", *(f"{means[k]:.6f}" for k in fields)])
+        writer.writerow(["image", *fields, "note"])
+        for index, record in sorted(rows, key=lambda pair: pair[0]):
+            if record is None:
+                writer.writerow([dataset.name(index), *([""] * len(fields)), "left out: unreadable"])
+            else:
+                writer.writerow([dataset.name(index), *(f"{record[k]:.6f}" for k in fields), ""])
+        writer.writerow(["mean", *(f"{means[k]:.6f}" for k in fields), f"{len(indices)} images"])
 
 
 class PreviewCollector:

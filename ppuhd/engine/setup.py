@@ -18,21 +18,27 @@ from ..config import (
     options_from_dict,
     save_config,
 )
-from ..data.sampler import EvalBatchSampler, TrainBatchSampler, build_loader
+from ..data.loader import DataLoader
+from ..data.sampler import EvalBatchSampler, TrainBatchSampler
 from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS, TRANSFORMS, ConfigError, suggest
 from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, load_weights, read_paddle_state
 from .amp import MixedPrecision
 from .ema import ModelEMA
 from .logger import setup_logging
+from .outputs import claim_run_dir
 from .runtime import seed_everything, setup_runtime
 
 logger = logging.getLogger(__name__)
 
 
 class TrainingSetup:
-    """Holds the run's components; see the attributes set in ``__init__``."""
+    """Holds the run's components; see the attributes set in ``__init__``.
 
-    def __init__(self, cfg):
+    ``continuing``: the run resumes (an earlier run in the output folder is
+    expected); ``overwrite``: an earlier run there is deleted first.
+    """
+
+    def __init__(self, cfg, continuing=False, overwrite=False):
         self.cfg = cfg
         self.train_options = options = options_from_dict(TrainOptions, cfg.get("train"), "train")
         self.runtime_options = options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime")
@@ -43,6 +49,7 @@ class TrainingSetup:
 
         self.runtime = setup_runtime(self.runtime_options.device, self.runtime_options.num_threads)
         self.output_dir = self.runtime_options.output_dir
+        claim_run_dir(self.output_dir, continuing, overwrite, self.runtime.is_main)
         setup_logging(self.output_dir, self.runtime.is_main)
         if self.runtime.is_main:
             save_config(cfg, os.path.join(self.output_dir, "config.yml"))
@@ -105,14 +112,14 @@ class TrainingSetup:
             )
         except ValueError as err:  # fewer samples than one batch
             raise ConfigError(f"dataloader: {err}") from None
-        self.train_loader = build_loader(self.train_dataset, self.train_sampler, loader.num_workers)
+        self.train_loader = DataLoader(self.train_dataset, self.train_sampler, loader.num_workers)
         self.val_loader = None
         if cfg.get("val_dataset"):
             self.val_dataset = builder.build(cfg["val_dataset"], DATASETS, "val_dataset")
             sampler = EvalBatchSampler(
                 len(self.val_dataset), loader.val_batch_size or loader.batch_size, rank, world
             )
-            self.val_loader = build_loader(self.val_dataset, sampler, loader.num_workers)
+            self.val_loader = DataLoader(self.val_dataset, sampler, loader.num_workers)
         logger.info(
             "data: %d training samples%s",
             len(self.train_dataset),

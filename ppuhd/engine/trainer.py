@@ -5,7 +5,6 @@ holds only what happens while training runs.
 """
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -15,15 +14,17 @@ import numpy as np
 import paddle
 
 from .checkpoint import (
+    CheckpointError,
     CheckpointManager,
     load_portable_optimizer_state,
     portable_optimizer_state,
     read_train_state,
+    verify_checkpoint,
 )
 from .evaluator import evaluate
 from ..data.image_io import write_image
 from .logger import Progress, VisualDLWriter, format_duration
-from .reports import PreviewCollector
+from .reports import PreviewCollector, write_json
 from .runtime import step_seed
 from .setup import TrainingSetup
 from .tiling import evaluation_model
@@ -36,15 +37,19 @@ class Trainer:
 
     Args:
         cfg: a validated config dict (see ``ppuhd.config.load_config``).
-        resume: None, 'auto' (latest checkpoint in the output folder, if
-            any) or a checkpoint folder.
+        resume: None, 'auto' (the newest intact checkpoint in the output
+            folder, if any) or a checkpoint folder.
+        overwrite: start again in an output folder that holds an earlier
+            run, deleting that run's files (without it, that is an error).
     """
 
-    def __init__(self, cfg, resume=None):
-        self.setup = s = TrainingSetup(cfg)
+    def __init__(self, cfg, resume=None, overwrite=False):
+        self.setup = s = TrainingSetup(cfg, continuing=bool(resume), overwrite=overwrite)
         self.options = s.train_options
         self.output_dir = s.output_dir
         self.checkpoints = CheckpointManager(self.output_dir, self.options.keep_last, s.unit)
+        if s.runtime.is_main:
+            self.checkpoints.clean_leftovers()
         self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"), s.runtime_options.visualdl and s.runtime.is_main)
         self.step = 0
         self.best = None  # {'metric', 'value', 'step'} of the best evaluation so far
@@ -54,10 +59,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
     def _resume(self, resume):
-        folder = self.checkpoints.latest() if resume == "auto" else resume
-        if folder is None:
-            logger.info("resume=auto: no checkpoint in %s yet, starting from scratch", self.checkpoints.root)
-            return
+        if resume == "auto":
+            folder = self.checkpoints.latest_intact()
+            if folder is None and self.checkpoints.periodic():
+                raise CheckpointError(f"resume=auto: every checkpoint in {self.checkpoints.root} is damaged "
+                                      "(see the warnings above)")
+            if folder is None:
+                logger.info("resume=auto: no checkpoint in %s yet, starting from scratch", self.checkpoints.root)
+                return
+        else:
+            folder = resume
+            verify_checkpoint(folder)
         s = self.setup
         state = read_train_state(folder)
         s.load_model_states(folder)
@@ -102,9 +114,10 @@ class Trainer:
                 s.amp.backward(loss / len(micro_batches))
             losses.append(float(loss))
         if not all(math.isfinite(v) for v in losses):
+            files = [s.train_dataset.describe(int(i)) for batch in micro_batches for i in batch["index"].numpy()]
             raise FloatingPointError(
-                f"the loss became {losses} at step {self.step}; lower the learning rate, "
-                "enable gradient clipping (optimizer.grad_clip_norm) or check the data"
+                f"the loss became {losses} at step {self.step}, on a batch of {'; '.join(files)}; "
+                "lower the learning rate, enable gradient clipping (optimizer.grad_clip_norm) or check these images"
             )
         s.amp.step(s.optimizer)
         s.scheduler.step()
@@ -188,25 +201,38 @@ class Trainer:
     def _evaluate(self):
         """Evaluate raw (and EMA) weights; record the results; return whether they are the best yet."""
         s = self.setup
-        results = {}
+        results, notes = {}, {}
         if s.val_loader is not None and s.metrics:
             preview = PreviewCollector(self.options.preview_images)
-            results = evaluate(evaluation_model(s.model, self.setup.cfg), s.val_loader, s.metrics,
-                               s.runtime.world_size, on_batch=[preview])
+            evaluation = evaluate(evaluation_model(s.model, self.setup.cfg), s.val_loader, s.metrics,
+                                  s.runtime.world_size, on_batch=[preview])
             self._write_preview(preview.grid())
+            results = dict(evaluation.metrics)
+            evaluation.warn_left_out(f"validation at step {self.step}")
+            if evaluation.left_out:
+                notes["left_out"] = evaluation.left_out
+            self._warn_non_finite(evaluation, "")
             if s.ema is not None:
-                ema_results = evaluate(evaluation_model(s.ema.model, self.setup.cfg), s.val_loader, s.metrics,
-                                       s.runtime.world_size)
-                results.update({f"ema_{k}": v for k, v in ema_results.items()})
+                ema = evaluate(evaluation_model(s.ema.model, self.setup.cfg), s.val_loader, s.metrics,
+                               s.runtime.world_size)
+                results.update({f"ema_{k}": v for k, v in ema.metrics.items()})
+                self._warn_non_finite(ema, "EMA ")
             logger.info("eval at step %d: %s", self.step, "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
             for key, value in results.items():
-                self.vdl.scalar(f"val/{key}", value, self.step)
-        self.history.append({"step": self.step, **results})
+                if math.isfinite(value):
+                    self.vdl.scalar(f"val/{key}", value, self.step)
+        self.history.append({"step": self.step, **results, **notes})
         is_best = self._update_best(results)
         if s.runtime.is_main:
-            with open(os.path.join(self.output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-                json.dump({"best": self.best, "history": self.history}, f, indent=2)
+            write_json(os.path.join(self.output_dir, "metrics.json"), {"best": self.best, "history": self.history})
         return is_best
+
+    def _warn_non_finite(self, evaluation, which):
+        bad = [k for k, v in evaluation.metrics.items() if not math.isfinite(v)]
+        if bad:
+            images = "; ".join(evaluation.non_finite[:10]) or "no single image (the whole metric)"
+            logger.warning("validation at step %d: %smetric(s) %s are not finite (NaN or Inf), so they cannot "
+                           "become the best; outputs scored NaN/Inf for: %s", self.step, which, ", ".join(bad), images)
 
     def _write_preview(self, grid):
         """Validation images as input | output | target rows: a PNG in the output folder and in VisualDL."""
@@ -220,6 +246,8 @@ class Trainer:
             return False
         key = self.options.best_metric or next(iter(results))
         value = results[key]
+        if not math.isfinite(value):  # a NaN would compare as best, or block every later best
+            return False
         better = max if self.options.best_mode == "max" else min
         if self.best is None or better(value, self.best["value"]) != self.best["value"]:
             self.best = {"metric": key, "value": value, "step": self.step}

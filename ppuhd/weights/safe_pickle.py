@@ -42,28 +42,33 @@ _FORMATS = (
 
 
 # Both errors keep (path, problem) as their args, so they survive pickling
-# (e.g. out of a DataLoader worker), and compose the message in __str__.
+# (e.g. out of a DataLoader worker), and compose the message in __str__. Given
+# one argument, that is the whole message (as Paddle's workers re-raise errors).
 
 
 class CheckpointFormatError(ValueError):
     """The file is not a weights file this package can read, or is damaged."""
 
-    def __init__(self, path: str | os.PathLike, problem: str):
+    def __init__(self, path: str | os.PathLike, problem: str | None = None):
         super().__init__(os.fspath(path), problem)
 
     def __str__(self) -> str:
         path, problem = self.args
+        if problem is None:
+            return path
         return f"{path}: {problem}. Readable formats: {_FORMATS}"
 
 
 class UnsafeCheckpointError(ValueError):
     """The pickle asks for something a weights file has no reason to contain."""
 
-    def __init__(self, path: str | os.PathLike, problem: str):
+    def __init__(self, path: str | os.PathLike, problem: str | None = None):
         super().__init__(os.fspath(path), problem)
 
     def __str__(self) -> str:
         path, problem = self.args
+        if problem is None:
+            return path
         return (
             f"{path}: refusing to load: the pickle {problem}, which a weights file "
             "should not need (only arrays, numbers, strings and containers are "
