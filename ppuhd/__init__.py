@@ -1,5 +1,14 @@
 """ppuhd: faithful PaddlePaddle reproductions of ViT, DeiT, UHDFour and LLFormer."""
 
+try:
+    import paddle  # noqa: F401
+except ImportError as err:  # Paddle is deliberately not a package requirement (CPU or CUDA build)
+    raise ImportError(
+        "ppuhd needs PaddlePaddle 3, which is installed on its own: 'pip install paddlepaddle==3.3.1' "
+        "for the CPU, or Paddle's CUDA build, e.g. 'python -m pip install paddlepaddle-gpu==3.3.1 -i "
+        "https://www.paddlepaddle.org.cn/packages/stable/cu126/' (see README, GPU)"
+    ) from err
+
 # Importing the component packages registers every model, loss, dataset, ... by name.
 from . import data, losses, metrics, models  # noqa: F401
 from .api import build_model, load_config, load_weights

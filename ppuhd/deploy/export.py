@@ -19,7 +19,8 @@ import yaml
 
 from .. import builder
 from ..config import ExportOptions, options_from_dict
-from ..registry import DATASETS, MODELS
+from ..data.transforms import ToCHW
+from ..registry import DATASETS, MODELS, TRANSFORMS
 from ..weights import load_weights
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,13 @@ def export_model(cfg, weights, output_dir, ema=False, dynamic_size=None, input_s
     )
     os.makedirs(output_dir, exist_ok=True)
     paddle.jit.save(static, os.path.join(output_dir, MODEL_PREFIX))
-    val_transforms = (cfg.get("val_dataset") or {}).get("transforms", [])
+    val_transforms = list((cfg.get("val_dataset") or {}).get("transforms") or [])
+    if not cfg.get("val_dataset"):
+        logger.warning("the config has no val_dataset: the export's preprocessing is only the conversion to "
+                       "CHW; add the evaluation transforms (normalisation, resizing) to val_dataset to export them")
+    built = [builder.build(t, TRANSFORMS, f"val_dataset.transforms.{i}") for i, t in enumerate(val_transforms)]
+    if not any(isinstance(t, ToCHW) for t in built):
+        val_transforms.append({"type": "ToCHW"})  # the exported graph takes NCHW batches
     task = getattr(model, "task", "classification")
     deploy = {
         "model": cfg["model"]["type"],

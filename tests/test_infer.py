@@ -1,0 +1,107 @@
+"""tools/infer.py never destroys data: inputs kept, names unique, earlier results kept, bad files named."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+
+from ppuhd import builder
+from ppuhd.deploy import export_model
+from ppuhd.registry import MODELS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_UHDFOUR = {"type": "UHDFour", "factor": 8, "extract_channels": 8, "low_channels": 16, "fuse_channels": 8}
+TINY_VIT = {"type": "VisionTransformer", "img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1,
+            "num_heads": 2, "num_classes": 3}
+
+
+def export(folder, model_cfg, **options):
+    paddle.seed(0)
+    weights = str(folder / "weights.pdparams")
+    paddle.save(builder.build(model_cfg, MODELS).state_dict(), weights)
+    export_model({"model": model_cfg, "val_dataset": None}, weights, str(folder / "export"), **options)
+    return str(folder / "export")
+
+
+@pytest.fixture(scope="module")
+def enhancer(tmp_path_factory):
+    return export(tmp_path_factory.mktemp("enhancer"), TINY_UHDFOUR, dynamic_size=True, input_size=(32, 32))
+
+
+def images(folder, names, size=(24, 40)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        cv2.imwrite(str(folder / name), rng.integers(0, 80, (*size, 3), dtype=np.uint8))
+    return {name: (folder / name).read_bytes() for name in names}
+
+
+def infer(model_dir, *args):
+    return subprocess.run([sys.executable, "tools/infer.py", "--model-dir", model_dir, *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(result, text):
+    assert result.returncode != 0 and text in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_writing_into_the_input_folder_is_refused_and_the_inputs_are_kept(enhancer, tmp_path):
+    originals = images(tmp_path / "low", ["a.png", "b.jpg"])
+    one_line_error(infer(enhancer, "--input", tmp_path / "low", "--output", tmp_path / "low"),
+                   "is the input folder; choose another folder")
+    assert {n: (tmp_path / "low" / n).read_bytes() for n in originals} == originals
+
+
+def test_inputs_sharing_a_name_are_refused_before_any_work(enhancer, tmp_path):
+    images(tmp_path / "low", ["a.jpg", "a.png", "a.tif", "b.png"])
+    one_line_error(infer(enhancer, "--input", tmp_path / "low", "--output", tmp_path / "out"),
+                   f"a.jpg, a.png, a.tif would all be written as {tmp_path / 'out' / 'a.png'}")
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_earlier_results_are_kept_unless_overwrite(enhancer, tmp_path):
+    images(tmp_path / "low", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    assert infer(enhancer, "--input", tmp_path / "low", "--output", out).returncode == 0
+    enhanced = cv2.imread(str(out / "a.png"))
+    assert enhanced.shape == (24, 40, 3)
+    cv2.imwrite(str(out / "a.png"), np.zeros_like(enhanced))  # the user's edited result
+    one_line_error(infer(enhancer, "--input", tmp_path / "low", "--output", out),
+                   f"refusing to replace results of an earlier run ({out / 'a.png'}, {out / 'b.png'})")
+    assert cv2.imread(str(out / "a.png")).max() == 0
+    assert infer(enhancer, "--input", tmp_path / "low", "--output", out, "--overwrite").returncode == 0
+    np.testing.assert_array_equal(cv2.imread(str(out / "a.png")), enhanced)
+
+
+def test_an_unwritable_output_folder_is_reported_before_any_image(enhancer, tmp_path):
+    images(tmp_path / "low", ["a.png"])
+    (tmp_path / "taken").write_text("a file where the folder should be")
+    result = infer(enhancer, "--input", tmp_path / "low", "--output", tmp_path / "taken" / "out")
+    one_line_error(result, f"cannot create the output folder {tmp_path / 'taken' / 'out'}")
+    assert "->" not in result.stdout + result.stderr  # no image was computed
+
+
+def test_a_folder_run_skips_unreadable_files_on_request_and_names_them(enhancer, tmp_path):
+    images(tmp_path / "low", ["a.png", "c.png"])
+    (tmp_path / "low" / "b.png").write_bytes(b"truncated")
+    one_line_error(infer(enhancer, "--input", tmp_path / "low", "--output", tmp_path / "stop"),
+                   f"cannot read image {tmp_path / 'low' / 'b.png'}: not a decodable image")
+    result = infer(enhancer, "--input", tmp_path / "low", "--output", tmp_path / "out", "--on-error", "skip")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "c.png"]
+    assert f"1 of 3 input(s) could not be read and were left out: {tmp_path / 'low' / 'b.png'}" in result.stdout
+
+
+def test_a_classifier_fed_another_size_names_the_file_and_the_size(tmp_path):
+    model_dir = export(tmp_path, TINY_VIT)
+    images(tmp_path / "photos", ["right.png"], size=(16, 16))
+    images(tmp_path / "photos", ["wide.png"], size=(16, 30))
+    one_line_error(infer(model_dir, "--input", tmp_path / "photos"),
+                   f"{tmp_path / 'photos' / 'wide.png'}: the model was exported for 16x16 (WxH) inputs, "
+                   "and the exported preprocessing gives 30x16")
+    right = infer(model_dir, "--input", tmp_path / "photos" / "right.png", "--topk", "1")
+    assert right.returncode == 0 and "right.png: " in right.stdout
