@@ -10,6 +10,7 @@ from ppuhd import builder
 from ppuhd.data.base import SampleKey
 from ppuhd.data.classification import ImageFolder, ImageList
 from ppuhd.data.demo import DemoShapes, draw_shape_image
+from ppuhd.data import image_io
 from ppuhd.data.image_io import ImageReadError, read_image
 from ppuhd.data.sampler import EvalBatchSampler, TrainBatchSampler
 from ppuhd.data.transforms import CenterCrop, RandomResizedCrop, ResizeShort
@@ -50,6 +51,26 @@ def test_16_bit_keeps_precision_as_float_and_scales_to_8_bit(tmp_path):
     path = save_bgr(tmp_path / "d.png", deep)
     np.testing.assert_allclose(read_image(path, "float32"), deep[..., ::-1] / 65535.0, atol=1e-7)
     np.testing.assert_array_equal(read_image(path), np.rint(deep[..., ::-1] / 257.0).astype(np.uint8))
+
+
+def test_every_conversion_is_noted_once_in_the_log(tmp_path, rgb, caplog, monkeypatch):
+    monkeypatch.setattr(image_io, "_noted", set())
+    gray = save_bgr(tmp_path / "g.png", rgb[..., 0])
+    rgba = save_bgr(tmp_path / "a.png", np.dstack([rgb, rgb[..., :1]]))
+    deep = save_bgr(tmp_path / "d.png", rgb.astype(np.uint16) * 257)
+    with caplog.at_level("INFO", logger="ppuhd.data.image_io"):
+        for path in (gray, rgba, deep, deep, gray):
+            read_image(path)
+        read_image(deep, "float32")
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes == [
+        f"grayscale image repeated to three channels (first seen: {gray}); further such images are converted silently",
+        f"image with an alpha channel: the alpha channel is dropped (first seen: {rgba}); further such images are "
+        "converted silently",
+        f"16-bit image scaled to 8 bits (0-255) (first seen: {deep}); further such images are converted silently",
+        f"16-bit image read as floats in [0, 1], keeping its 16-bit precision (first seen: {deep}); further such "
+        "images are converted silently",
+    ]
 
 
 @pytest.mark.parametrize("content, reason", [(None, "no such file"), (b"", "empty"), (b"not a png", "not a decodable")])

@@ -139,6 +139,17 @@ def test_bad_input_stops_with_one_line_naming_it(tmp_path, tool, extra, expected
     assert result.returncode != 0 and expected in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("tool", ["train", "eval"])
+def test_an_unwritable_output_folder_is_one_line_before_any_work(tmp_path, tool):
+    (tmp_path / "taken").write_text("a file where the folder should be")
+    target = tmp_path / "taken" / "out"
+    args = ["-o", f"runtime.output_dir={target}"] if tool == "train" else [
+        "--weights", "/nonexistent", "--output-dir", str(target)]
+    result = run_tool(f"tools/{tool}.py", "-c", write_config(tmp_path), *args, expect_ok=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"error: cannot create the {'training output' if tool == 'train' else 'output'} folder {target}" in result.stderr
+
+
 def test_a_missing_dataset_folder_is_named_before_training(tmp_path):
     cfg = tmp_path / "missing.yml"
     cfg.write_text(yaml.safe_dump({**yaml.safe_load(open(write_config(tmp_path))),

@@ -194,18 +194,23 @@ class _Workers:
                         ) from None
 
     def close(self):
+        """Stop the workers: each finishes its batch and exits; results nobody will read are drained."""
         for tasks, process in zip(self.tasks, self.processes):
             if process.is_alive():
                 try:
                     tasks.put(None)
                 except OSError:
                     pass
-        deadline = time.monotonic() + 2.0  # a worker blocked writing a batch nobody reads is killed
+        deadline = time.monotonic() + 5.0
+        while any(p.is_alive() for p in self.processes) and time.monotonic() < deadline:
+            try:  # a worker exits only once what it sent is in the pipe
+                self.results.get(timeout=0.05)
+            except queue.Empty:
+                pass
         for process in self.processes:
-            process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
-                process.join()
+            process.join()
         self.results.cancel_join_thread()
         self.results.close()
 

@@ -19,6 +19,8 @@ and parameters that protocol-2/3 files split into 1 GiB slices
 (``UnpackBigParamInfor@@``) are joined again.
 """
 
+from __future__ import annotations  # 'str | None' annotations on Python 3.9
+
 import math
 import os
 

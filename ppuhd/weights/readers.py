@@ -11,6 +11,8 @@ No file is ever unpickled without restriction: none can run code.  bfloat16 tens
 all other dtypes keep their numpy equivalent.
 """
 
+from __future__ import annotations  # 'str | None' annotations on Python 3.9
+
 import json
 import math
 import os

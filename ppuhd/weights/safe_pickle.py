@@ -16,6 +16,8 @@ pickles them; each format adds its own names (see ``torch_pickle`` and
 ``paddle_pickle``).
 """
 
+from __future__ import annotations  # 'str | None' annotations on Python 3.9
+
 import math
 import os
 import pickle
@@ -41,34 +43,36 @@ _FORMATS = (
 )
 
 
-# Both errors keep (path, problem) as their args, so they survive pickling
-# (e.g. out of a DataLoader worker), and compose the message in __str__. Given
-# one argument, that is the whole message (as Paddle's workers re-raise errors).
+class _FileProblem(ValueError):
+    """An error about one file: ``(path, problem)``, composed into a message by ``_compose``.
 
-
-class CheckpointFormatError(ValueError):
-    """The file is not a weights file this package can read, or is damaged."""
+    Keeping both as the args lets the error survive pickling (e.g. out of a
+    loader worker); given one argument, that is the whole message (as Paddle's
+    loader workers re-raise errors).
+    """
 
     def __init__(self, path: str | os.PathLike, problem: str | None = None):
         super().__init__(os.fspath(path), problem)
 
     def __str__(self) -> str:
         path, problem = self.args
-        if problem is None:
-            return path
+        return path if problem is None else self._compose(path, problem)
+
+    def _compose(self, path: str, problem: str) -> str:
+        raise NotImplementedError
+
+
+class CheckpointFormatError(_FileProblem):
+    """The file is not a weights file this package can read, or is damaged."""
+
+    def _compose(self, path, problem):
         return f"{path}: {problem}. Readable formats: {_FORMATS}"
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(_FileProblem):
     """The pickle asks for something a weights file has no reason to contain."""
 
-    def __init__(self, path: str | os.PathLike, problem: str | None = None):
-        super().__init__(os.fspath(path), problem)
-
-    def __str__(self) -> str:
-        path, problem = self.args
-        if problem is None:
-            return path
+    def _compose(self, path, problem):
         return (
             f"{path}: refusing to load: the pickle {problem}, which a weights file "
             "should not need (only arrays, numbers, strings and containers are "

@@ -24,6 +24,8 @@ the data after the pickle; the unpickler therefore returns placeholders that
 :func:`_resolve` swaps for arrays once every storage has been read.
 """
 
+from __future__ import annotations  # 'str | None' annotations on Python 3.9
+
 import io
 import math
 import os
