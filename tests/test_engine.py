@@ -306,7 +306,7 @@ def test_a_nan_metric_never_becomes_best_and_metrics_json_stays_valid(tmp_path, 
     values = iter([float("nan"), 20.0])  # validations at steps 4 and 8
 
     def fake_evaluate(model, loader, metrics, *args, **kwargs):
-        return Evaluation({"top1": next(values)}, [], [], ["cat/3.png"])
+        return Evaluation({"top1": next(values)}, [0, 1, 2], [], [], ["cat/3.png"])
 
     monkeypatch.setattr(trainer_module, "evaluate", fake_evaluate)
     summary = Trainer(cfg).run()

@@ -6,7 +6,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from ppuhd.data.image_io import ImageReadError
-from ppuhd.data.loader import BatchSizeError
+from ppuhd.data.loader import BatchSizeError, LoaderWorkerError
 from ppuhd.deploy import ExportFolderError, InputSizeError
 from ppuhd.engine.checkpoint import CheckpointError
 from ppuhd.engine.outputs import OutputError
@@ -14,10 +14,11 @@ from ppuhd.registry import ConfigError
 from ppuhd.weights import ConversionError, WeightsError
 from ppuhd.weights.readers import CheckpointFormatError, StateDictNotFoundError, UnsafeCheckpointError
 
-# Errors caused by what the user gave (config, weights, images, folders), not by a bug.
+# Errors caused by what the user gave (config, weights, images, folders) or by the machine
+# (a loader worker killed for memory), not by a bug: one line, no traceback.
 USER_ERRORS = (ConfigError, WeightsError, ConversionError, CheckpointFormatError, UnsafeCheckpointError,
                StateDictNotFoundError, ImageReadError, BatchSizeError, CheckpointError, OutputError,
-               ExportFolderError, InputSizeError)
+               ExportFolderError, InputSizeError, LoaderWorkerError)
 
 
 def add_config_arguments(parser):

@@ -81,19 +81,16 @@ class _Failure:
 
 
 def read_batch(dataset, keys):
-    """The collated numpy batch of ``keys``, or a :class:`_Failure`; never raises."""
+    """The samples of ``keys`` stacked into a batch of numpy arrays."""
+    samples = [dataset[key] for key in keys]
+    present = [s for s in samples if not isinstance(s, LeftOutSample)]
+    left_out = np.array([s.index for s in samples if isinstance(s, LeftOutSample)], dtype=np.int64)
     try:
-        samples = [dataset[key] for key in keys]
-        present = [s for s in samples if not isinstance(s, LeftOutSample)]
-        left_out = np.array([s.index for s in samples if isinstance(s, LeftOutSample)], dtype=np.int64)
-        try:
-            batch = {key: np.stack([np.asarray(s[key]) for s in present]) for key in present[0]} if present else {}
-        except ValueError:
-            raise _size_error(dataset, present) from None
-        batch[LEFT_OUT] = left_out
-        return batch
-    except Exception as exc:
-        return _Failure(exc)
+        batch = {key: np.stack([np.asarray(s[key]) for s in present]) for key in present[0]} if present else {}
+    except ValueError:
+        raise _size_error(dataset, present) from None
+    batch[LEFT_OUT] = left_out
+    return batch
 
 
 def _size_error(dataset, samples):
@@ -108,8 +105,6 @@ def _size_error(dataset, samples):
 
 
 def _to_tensors(batch):
-    if isinstance(batch, _Failure):
-        batch.reraise()
     return {key: paddle.to_tensor(value) for key, value in batch.items()}
 
 
@@ -132,7 +127,11 @@ def _worker_loop(dataset, tasks, results, parent):
             if task is None:
                 break
             number, keys = task
-            results.put((number, read_batch(dataset, keys)))
+            try:
+                batch = read_batch(dataset, keys)
+            except Exception as exc:
+                batch = _Failure(exc)
+            results.put((number, batch))
     finally:
         results.close()
         results.join_thread()  # everything sent is in the pipe
@@ -161,7 +160,7 @@ class _Workers:
             gc.unfreeze()
 
     def batches(self, batch_keys):
-        """Numpy batches (or failures) for ``batch_keys``, in order."""
+        """Numpy batches for ``batch_keys``, in order; a worker's failure is raised here."""
         pending = iter(batch_keys)
         sent = received = 0
         waiting = {}
@@ -177,7 +176,10 @@ class _Workers:
             while received not in waiting:
                 number, batch = self._next_result()
                 waiting[number] = batch
-            yield waiting.pop(received)
+            batch = waiting.pop(received)
+            if isinstance(batch, _Failure):
+                batch.reraise()
+            yield batch
             received += 1
 
     def _next_result(self):

@@ -17,7 +17,7 @@ from ..data.sampler import EvalBatchSampler
 from ..registry import DATASETS, METRICS, MODELS
 from ..weights import load_weights
 from .logger import Progress
-from .reports import ImageSaver, IndexRecorder, gather, write_per_image_csv
+from .reports import ImageSaver, gather, write_per_image_csv
 from .runtime import setup_runtime
 from .tiling import evaluation_model
 
@@ -39,6 +39,7 @@ class Evaluation:
     """What one evaluation found."""
 
     metrics: dict  # {metric name: value}
+    scored: list  # dataset indices of the samples scored, in evaluation order, process after process
     left_out: list  # the samples left out because they could not be read (dataset.describe), all processes
     left_out_indices: list  # their indices in the dataset
     non_finite: list  # samples scored NaN or infinite by a per-image metric (dataset.describe)
@@ -96,7 +97,8 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
     left_out = sorted(gather(left_out, world_size))
     non_finite = sorted(gather(sorted(non_finite), world_size))
     describe = loader.dataset.describe
-    return Evaluation(results, [describe(i) for i in left_out], left_out, [describe(i) for i in non_finite])
+    return Evaluation(results, gather(scored, world_size), [describe(i) for i in left_out], left_out,
+                      [describe(i) for i in non_finite])
 
 
 def evaluate_config(cfg, weights, ema=False, report_dir=None, save_images=False):
@@ -121,19 +123,15 @@ def evaluate_config(cfg, weights, ema=False, report_dir=None, save_images=False)
     metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg["metrics"])]
     logger.info("evaluating %s on %d images", weights, len(dataset))
     loader = DataLoader(dataset, sampler, loader_options.num_workers)
-    order = IndexRecorder()
-    callbacks = [order]
-    if save_images and report_dir:
-        callbacks.append(ImageSaver(os.path.join(report_dir, "images"), dataset))
+    callbacks = [ImageSaver(os.path.join(report_dir, "images"), dataset)] if save_images and report_dir else []
     result = evaluate(evaluation_model(model, cfg), loader, metrics, runtime.world_size, log_progress=True,
                       on_batch=callbacks)
     result.warn_left_out()
     per_image = [m.per_image() for m in metrics if m.per_image() is not None]
     if report_dir and per_image:
-        indices = gather(order.indices, runtime.world_size)
         records = gather([{k: v for part in parts for k, v in part.items()} for parts in zip(*per_image)],
                          runtime.world_size)
         if runtime.is_main:
-            write_per_image_csv(os.path.join(report_dir, "per_image.csv"), dataset, indices, records,
+            write_per_image_csv(os.path.join(report_dir, "per_image.csv"), dataset, result.scored, records,
                                 result.metrics, result.left_out_indices)
     return result

@@ -42,16 +42,6 @@ class ImageSaver:
             write_image(os.path.join(self.folder, stem + ".png"), image)
 
 
-class IndexRecorder:
-    """Remembers the sample indices in evaluation order, to pair them with per-image records."""
-
-    def __init__(self):
-        self.indices = []
-
-    def __call__(self, batch, outputs):
-        self.indices += [int(i) for i in batch["index"].numpy()]
-
-
 def finite_or_none(obj):
     """``obj`` with every NaN/Inf float replaced by None, so it is valid JSON (NaN is not)."""
     if isinstance(obj, float):
