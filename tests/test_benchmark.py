@@ -64,3 +64,14 @@ def test_benchmark_tool_runs_an_enhancer_tiled_and_exported(tmp_path):
     assert [(c["mode"], c["batch"]) for c in report["cases"]] == [("dygraph", 1), ("predictor", 1)]
     assert report["task"] == "enhancement" and report["size"] == [40, 72]
     assert "s/image" in stdout
+
+
+def test_an_existing_results_file_is_kept_and_said_so_before_measuring(tmp_path):
+    out = tmp_path / "bench.json"
+    out.write_text('{"earlier": "results"}')
+    cfg = tmp_path / "bench.yml"
+    cfg.write_text(yaml.safe_dump({"model": SMALL_VIT}))
+    result = subprocess.run([sys.executable, "tools/benchmark.py", "-c", str(cfg), "--json", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and f"refusing to replace the results file ({out})" in result.stderr
+    assert out.read_text() == '{"earlier": "results"}' and "img/s" not in result.stdout

@@ -33,6 +33,8 @@ from ppuhd import builder
 from ppuhd.config import load_config
 from ppuhd.deploy import export_model
 from ppuhd.deploy.benchmark import count_macs, device_name, run_case
+from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace
+from ppuhd.engine.reports import write_json
 from ppuhd.engine.runtime import available_cores, setup_runtime
 from ppuhd.registry import MODELS
 
@@ -105,9 +107,14 @@ def main(argv=None):
                         help="repeat all measurements this many times, interleaved (timm, then each mode), and "
                         "report each one's fastest round: on a shared machine a slow spell then cannot favour one side")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--torch-python", help="a Python with torch and timm: also time timm's model of the same name")
     args = parser.parse_args(argv)
     with exit_on_user_error():
+        if args.json:  # checked now, not after an hour of measuring
+            if not args.overwrite:
+                refuse_to_replace([args.json], "the results file", "pass --overwrite to replace it")
+            ensure_writable_dir(os.path.dirname(os.path.abspath(args.json)))
         cfg = load_config(args.config, args.override)
         setup_runtime()
         model, info = describe_model(cfg)
@@ -144,8 +151,7 @@ def main(argv=None):
                 results["cases"].append(result)
                 print_case(result, enhancer)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     print(f"{results['model']}: {info['params'] / 1e6:.2f}M parameters, {info['gmacs']:.2f} GMACs at "
           f"{size[0]}x{size[1]}, {results['device']}, {results['threads']} threads")
 
