@@ -184,7 +184,8 @@ def test_a_checkpoint_lost_between_the_two_renames_of_a_save_is_restored(tmp_pat
     manager.save_best({"w": paddle.ones([2])}, None, None)
     os.rename(tmp_path / "checkpoints" / "best", tmp_path / "checkpoints" / f".old-best-{dead_pid()}")
     manager.clean_leftovers()
-    assert os.listdir(tmp_path / "checkpoints") == ["best"] and verify_checkpoint(str(tmp_path / "checkpoints" / "best"))
+    assert os.listdir(tmp_path / "checkpoints") == ["best"]
+    assert verify_checkpoint(str(tmp_path / "checkpoints" / "best"))
 
 
 def test_a_damaged_checkpoint_is_named(tmp_path):

@@ -147,7 +147,8 @@ def test_an_unwritable_output_folder_is_one_line_before_any_work(tmp_path, tool)
         "--weights", "/nonexistent", "--output-dir", str(target)]
     result = run_tool(f"tools/{tool}.py", "-c", write_config(tmp_path), *args, expect_ok=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert f"error: cannot create the {'training output' if tool == 'train' else 'output'} folder {target}" in result.stderr
+    what = "training output" if tool == "train" else "output"
+    assert f"error: cannot create the {what} folder {target}" in result.stderr
 
 
 def test_a_missing_dataset_folder_is_named_before_training(tmp_path):

@@ -21,7 +21,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--resume", metavar="PATH|auto",
-                        help="checkpoint folder to continue from, or 'auto' for the newest intact one in the output folder")
+                        help="checkpoint folder to continue from, or 'auto' for the newest intact one in the "
+                             "output folder")
     parser.add_argument("--overwrite", action="store_true",
                         help="if the output folder holds an earlier run, delete it and start again")
     return parser.parse_args(argv)

@@ -26,9 +26,10 @@ from ..registry import (
 )
 
 
-def _at_least(minimum, default=None, **limits):
-    """A number field that must be >= ``minimum`` (and < ``below``, if given)."""
-    return field(default=default, metadata={"minimum": minimum, **limits})
+def _number(default=None, *, minimum=None, above=None, below=None):
+    """A number field with limits: >= ``minimum``, > ``above``, < ``below`` (those given)."""
+    limits = {"minimum": minimum, "above": above, "below": below}
+    return field(default=default, metadata={k: v for k, v in limits.items() if v is not None})
 
 
 def _size(default=None):
@@ -38,8 +39,9 @@ def _size(default=None):
     return field(default_factory=lambda: list(default), metadata={"minimum": 1, "length": 2})
 
 
-def _choice(default, *choices):
-    return field(default=default, metadata={"choices": choices})
+def _choice(*choices):
+    """One of ``choices``; the first is the default."""
+    return field(default=choices[0], metadata={"choices": choices})
 
 
 @dataclass
@@ -47,33 +49,33 @@ class AmpOptions:
     """Automatic mixed precision; used on GPU only (CPU runs in fp32)."""
 
     enabled: bool = False
-    dtype: str = _choice("float16", "float16", "bfloat16")
-    level: str = _choice("O1", "O1", "O2")  # O1: per-op casting; O2: fp16/bf16 weights with fp32 master copies
-    init_loss_scaling: float = _at_least(1e-30, 65536.0)
+    dtype: str = _choice("float16", "bfloat16")
+    level: str = _choice("O1", "O2")  # O1: per-op casting; O2: fp16/bf16 weights with fp32 master copies
+    init_loss_scaling: float = _number(65536.0, above=0)
 
 
 @dataclass
 class EmaOptions:
     """Exponential moving average of the weights, updated after each optimizer step."""
 
-    decay: float = _at_least(0.0, 0.9999, below=1.0)
+    decay: float = _number(0.9999, minimum=0.0, below=1.0)
 
 
 @dataclass
 class TrainOptions:
-    epochs: Optional[int] = _at_least(1)  # set exactly one of epochs / iters
-    iters: Optional[int] = _at_least(1)
-    accumulate_steps: int = _at_least(1, 1)  # micro-batches per optimizer step
+    epochs: Optional[int] = _number(minimum=1)  # set exactly one of epochs / iters
+    iters: Optional[int] = _number(minimum=1)
+    accumulate_steps: int = _number(1, minimum=1)  # micro-batches per optimizer step
     amp: AmpOptions = field(default_factory=AmpOptions)
     ema: Optional[EmaOptions] = None  # null: no EMA
-    log_interval: int = _at_least(1, 10)  # optimizer steps between console lines
-    eval_interval: int = _at_least(1, 1)  # epochs (epoch mode) or iterations (iteration mode)
-    save_interval: int = _at_least(1, 1)  # same unit as eval_interval
-    keep_last: int = _at_least(0, 3)  # periodic checkpoints kept (0: all); 'best' is kept apart
+    log_interval: int = _number(10, minimum=1)  # optimizer steps between console lines
+    eval_interval: int = _number(1, minimum=1)  # epochs (epoch mode) or iterations (iteration mode)
+    save_interval: int = _number(1, minimum=1)  # same unit as eval_interval
+    keep_last: int = _number(3, minimum=0)  # periodic checkpoints kept (0: all); 'best' is kept apart
     best_metric: Optional[str] = None  # metric deciding 'best'; default: the first one reported
-    best_mode: str = _choice("max", "max", "min")
-    preview_images: int = _at_least(0, 4)  # enhancement: validation samples shown as input | output | target
-    seed: int = _at_least(0, 0)
+    best_mode: str = _choice("max", "min")
+    preview_images: int = _number(4, minimum=0)  # enhancement: validation samples shown as input | output | target
+    seed: int = _number(0, minimum=0)
     pretrained: Optional[str] = None  # weights to start from (any format load_weights reads)
     pretrained_exclude: List[str] = field(default_factory=list)  # regexes of keys to leave at init, e.g. '^head\\.'
 
@@ -81,18 +83,19 @@ class TrainOptions:
 @dataclass
 class RuntimeOptions:
     device: str = "auto"  # auto (GPU if visible, else CPU), cpu, gpu, gpu:1
-    num_threads: Optional[int] = _at_least(1)  # CPU threads; default: all cores
+    num_threads: Optional[int] = _number(minimum=1)  # CPU threads; default: all cores
     output_dir: str = "output/run"
     visualdl: bool = True
 
 
 @dataclass
 class DataLoaderOptions:
-    batch_size: int = _at_least(1, 32)  # per process; total batch = batch_size x processes x accumulate_steps
-    val_batch_size: Optional[int] = _at_least(1)  # default: batch_size
-    num_workers: int = _at_least(0, 2)  # processes reading batches; 0: read in the training process
+    batch_size: int = _number(32, minimum=1)  # per process; total batch = batch_size x processes x accumulate_steps
+    val_batch_size: Optional[int] = _number(minimum=1)  # default: batch_size
+    num_workers: int = _number(2, minimum=0)  # processes reading batches; 0: read in the training process
     drop_last: bool = True  # training only
-    repeated_augmentation: int = _at_least(1, 1)  # copies of each image per epoch, each in another process (DeiT: 3)
+    # copies of each image per epoch, each in another process (DeiT: 3)
+    repeated_augmentation: int = _number(1, minimum=1)
 
 
 @dataclass
@@ -110,9 +113,9 @@ class TilingOptions:
 
     tile_size: List[int] = _size([720, 1280])  # [H, W]
     stride: Optional[List[int]] = _size()  # [H, W]; default: half a tile
-    tile_batch: int = _at_least(1, 1)  # tiles per forward
-    blend: str = _choice("average", "average", "feather")  # average (official LLFormer) or feather
-    multiple: Optional[int] = _at_least(1)  # pad the frame to this first; default: the model's own
+    tile_batch: int = _number(1, minimum=1)  # tiles per forward
+    blend: str = _choice("average", "feather")  # average (official LLFormer) or feather
+    multiple: Optional[int] = _number(minimum=1)  # pad the frame to this first; default: the model's own
 
 
 PLAIN_SECTIONS = {
@@ -179,6 +182,8 @@ def _check_bounds(value, metadata, where):
     for number in value if isinstance(value, list) else [value]:
         if "minimum" in metadata and number < metadata["minimum"]:
             raise ConfigError(f"{where} must be at least {metadata['minimum']}, got {value!r}")
+        if "above" in metadata and number <= metadata["above"]:
+            raise ConfigError(f"{where} must be above {metadata['above']}, got {value!r}")
         if "below" in metadata and number >= metadata["below"]:
             raise ConfigError(f"{where} must be below {metadata['below']}, got {value!r}")
     if "choices" in metadata and value not in metadata["choices"]:

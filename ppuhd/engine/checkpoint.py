@@ -62,11 +62,15 @@ def verify_checkpoint(folder):
         return False
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{manifest_path} is damaged ({err})") from None
-    for name, entry in manifest.items():
+    try:
+        expected = {name: (entry["size"], entry["sha256"]) for name, entry in manifest.items()}
+    except (AttributeError, KeyError, TypeError):
+        raise CheckpointError(f"{manifest_path} is damaged (not a list of file sizes and hashes)") from None
+    for name, (size, sha256) in expected.items():
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise CheckpointError(f"{path} is missing")
-        if os.path.getsize(path) != entry["size"] or _sha256(path) != entry["sha256"]:
+        if os.path.getsize(path) != size or _sha256(path) != sha256:
             raise CheckpointError(f"{path} is damaged: its contents differ from when it was saved")
     return True
 
@@ -228,9 +232,9 @@ class CheckpointManager:
 
 def _process_alive(pid):
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # it exists, and belongs to another user
+        pass
     return True
