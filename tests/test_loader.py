@@ -209,18 +209,24 @@ def test_a_bad_image_ends_the_run_at_once_naming_it(tmp_path, workers, tool, def
 
 def test_eval_with_skip_lists_left_out_images_in_its_results(tmp_path):
     make_pairs(tmp_path / "train")
-    make_pairs(tmp_path / "val", corrupt=[3])
+    val = make_pairs(tmp_path / "val", corrupt=[3])
+    images = sorted(os.listdir(val / "input"))
+    os.rename(val / "input" / "5.png", val / "input" / "9.png")  # 9.png has no target, 5.png no input
     out = tmp_path / "eval"
     result = subprocess.run([sys.executable, "tools/eval.py", "-c", write_run(tmp_path, 2, "skip"),
                              "--weights", tiny_weights(tmp_path), "--output-dir", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "1 unreadable image(s) left out" in result.stdout
-    assert "left out of the metrics: " + str(tmp_path / "val" / "input" / "3.png") in result.stdout
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["left_out"] == [f"{tmp_path / 'val' / 'input' / '3.png'} / {tmp_path / 'val' / 'gt' / '3.png'}"]
+    assert "3 unpaired or unreadable file(s) left out of these metrics" in result.stdout
+    unreadable = f"{val / 'input' / '3.png'} / {val / 'gt' / '3.png'}"
+    expected = [f"{val / 'gt' / '5.png'} (no input)", f"{val / 'input' / '9.png'} (no target)", unreadable]
+    assert json.loads((out / "metrics.json").read_text())["left_out"] == expected
+    assert "left out of the metrics: " + "; ".join(expected) in result.stdout
     rows = list(csv.reader(open(out / "per_image.csv")))
-    assert ["3.png", "", "left out: unreadable"] in rows and rows[-1][-1] == "5 images"
+    assert [row[0] for row in rows[1:-1]] == [*images[:5], "5.png", "9.png"]
+    assert rows[4] == ["3.png", "", "left out: unreadable"]
+    assert rows[-3:-1] == [["5.png", "", "left out: no input"], ["9.png", "", "left out: no target"]]
+    assert rows[-1][0] == "mean" and rows[-1][-1] == "4 images"
 
 
 def alive(pid):

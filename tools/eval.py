@@ -54,7 +54,8 @@ def main(argv=None):
     for key, value in result.metrics.items():
         print(f"{key}: {value:.4f}")
     if result.left_out:
-        print(f"{len(result.left_out)} unreadable image(s) left out of these metrics (listed in metrics.json)")
+        print(f"{len(result.left_out)} unpaired or unreadable file(s) left out of these metrics "
+              "(listed in metrics.json)")
     print(f"results written to {output_dir}")
 
 

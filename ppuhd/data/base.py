@@ -36,7 +36,6 @@ class LeftOutSample(NamedTuple):
     """What a dataset returns for an unreadable sample it leaves out (evaluation)."""
 
     index: int
-    reason: str
 
 
 class BaseDataset(paddle.io.Dataset):
@@ -54,6 +53,10 @@ class BaseDataset(paddle.io.Dataset):
             instead (counted in each sample's ``skipped`` entry, which the
             trainer sums and reports); in evaluation the sample is left out
             (a :class:`LeftOutSample`), counted and named in the results.
+
+    ``excluded`` lists ``(file, reason)`` for files a dataset left out when
+    it was built (e.g. an input without a target, with ``on_error: skip``);
+    evaluation reports them beside the unreadable ones.
     """
 
     def __init__(self, transforms=None, on_error="raise"):
@@ -61,6 +64,7 @@ class BaseDataset(paddle.io.Dataset):
             raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
         self.transforms = Compose(transforms)
         self.on_error = on_error
+        self.excluded = []
 
     def load(self, index, rng):
         raise NotImplementedError
@@ -86,7 +90,7 @@ class BaseDataset(paddle.io.Dataset):
                     ) from err
                 if not substitute:
                     logger.warning("leaving out unreadable sample %d: %s", current, err)
-                    return LeftOutSample(current, err.reason)
+                    return LeftOutSample(current)
                 logger.warning("skipping unreadable sample %d: %s", current, err)
                 skipped += 1
         else:

@@ -36,15 +36,14 @@ def _images_by_stem(folder):
 
 
 def match_pairs(input_dir, target_dir, on_error="raise"):
-    """``[(input path, target path)]`` matched by file stem, sorted by name."""
+    """``([(input path, target path)], [(unpaired path, 'no target' or 'no input')])``, matched by
+    file stem, sorted by name; the second list is empty unless ``on_error`` is 'skip'."""
     inputs, targets = _images_by_stem(input_dir), _images_by_stem(target_dir)
-    unmatched = sorted(set(inputs) ^ set(targets))
-    if unmatched:
-        described = [
-            os.path.join(input_dir, inputs[s]) + " has no target" if s in inputs
-            else os.path.join(target_dir, targets[s]) + " has no input"
-            for s in unmatched
-        ]
+    unpaired = [(os.path.join(input_dir, inputs[s]), "no target") if s in inputs
+                else (os.path.join(target_dir, targets[s]), "no input")
+                for s in sorted(set(inputs) ^ set(targets))]
+    if unpaired:
+        described = [f"{path} has {reason}" for path, reason in unpaired]
         if on_error == "raise":
             more = f" (and {len(described) - 5} more)" if len(described) > 5 else ""
             raise ValueError(f"unpaired images: {'; '.join(described[:5])}{more}; "
@@ -54,7 +53,7 @@ def match_pairs(input_dir, target_dir, on_error="raise"):
              for s in sorted(set(inputs) & set(targets))]
     if not pairs:
         raise ValueError(f"no image pairs in {input_dir} and {target_dir}")
-    return pairs
+    return pairs, unpaired
 
 
 @DATASETS.register()
@@ -70,7 +69,7 @@ class PairedImageFolder(BaseDataset):
 
     def __init__(self, input_dir, target_dir, transforms=None, on_error="raise"):
         super().__init__(transforms, on_error)
-        self.pairs = match_pairs(input_dir, target_dir, on_error)
+        self.pairs, self.excluded = match_pairs(input_dir, target_dir, on_error)
 
     def __len__(self):
         return len(self.pairs)

@@ -72,7 +72,7 @@ def prepare_patches(input_dir, target_dir, output_dir, size=(720, 1280), step=(7
     folders = [os.path.join(output_dir, os.path.basename(os.path.normpath(d))) for d in (input_dir, target_dir)]
     for folder in folders:
         os.makedirs(folder, exist_ok=True)
-    jobs = [(i, t, folders, tuple(size), tuple(step), thresh) for i, t in match_pairs(input_dir, target_dir)]
+    jobs = [(i, t, folders, tuple(size), tuple(step), thresh) for i, t in match_pairs(input_dir, target_dir)[0]]
     written = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for count in pool.map(cut_pair, jobs):

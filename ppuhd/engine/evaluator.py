@@ -40,8 +40,8 @@ class Evaluation:
 
     metrics: dict  # {metric name: value}
     scored: list  # dataset indices of the samples scored, in evaluation order, process after process
-    left_out: list  # the samples left out because they could not be read (dataset.describe), all processes
-    left_out_indices: list  # their indices in the dataset
+    left_out: list  # files left out: unpaired when the dataset was built, unreadable (dataset.describe)
+    left_out_indices: list  # the dataset indices of the unreadable ones
     non_finite: list  # samples scored NaN or infinite by a per-image metric (dataset.describe)
 
     def warn_left_out(self, where="evaluation"):
@@ -49,7 +49,8 @@ class Evaluation:
             shown = "; ".join(self.left_out[:10])
             if len(self.left_out) > 10:
                 shown += f"; ... ({len(self.left_out)} in all)"
-            logger.warning("%s: %d unreadable sample(s) left out of the metrics: %s", where, len(self.left_out), shown)
+            logger.warning("%s: %d unpaired or unreadable file(s) left out of the metrics: %s", where,
+                           len(self.left_out), shown)
 
 
 def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_seconds=10.0, on_batch=()):
@@ -96,9 +97,9 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
                 non_finite.add(index)
     left_out = sorted(gather(left_out, world_size))
     non_finite = sorted(gather(sorted(non_finite), world_size))
-    describe = loader.dataset.describe
-    return Evaluation(results, gather(scored, world_size), [describe(i) for i in left_out], left_out,
-                      [describe(i) for i in non_finite])
+    dataset = loader.dataset
+    names = [f"{path} ({reason})" for path, reason in dataset.excluded] + [dataset.describe(i) for i in left_out]
+    return Evaluation(results, gather(scored, world_size), names, left_out, [dataset.describe(i) for i in non_finite])
 
 
 def evaluate_config(cfg, weights, ema=False, report_dir=None, save_images=False):

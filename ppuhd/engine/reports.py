@@ -74,20 +74,24 @@ def gather(items, world_size):
 def write_per_image_csv(path, dataset, indices, records, means, left_out=()):
     """One row per image (by file name, in dataset order) and a final row of means.
 
-    Images in ``left_out`` (unreadable, not scored) get a row with empty values
-    and a note; the means are over the scored images only.
+    Images in ``left_out`` (unreadable, not scored) and the files the dataset
+    left out when it was built (``dataset.excluded``) get a row with empty
+    values and a note; the means are over the scored images only.
     """
     rows = [(index, record) for index, record in zip(indices, records)] + [(index, None) for index in left_out]
     fields = list(records[0]) if records else list(means)
+    blank = [""] * len(fields)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["image", *fields, "note"])
         for index, record in sorted(rows, key=lambda pair: pair[0]):
             if record is None:
-                writer.writerow([dataset.name(index), *([""] * len(fields)), "left out: unreadable"])
+                writer.writerow([dataset.name(index), *blank, "left out: unreadable"])
             else:
                 writer.writerow([dataset.name(index), *(f"{record[k]:.6f}" for k in fields), ""])
+        for file, reason in dataset.excluded:
+            writer.writerow([os.path.basename(file), *blank, f"left out: {reason}"])
         writer.writerow(["mean", *(f"{means[k]:.6f}" for k in fields), f"{len(indices)} images"])
 
 

@@ -17,7 +17,7 @@ Pickles are executable, so they are read with the restricted unpickler of
 :mod:`ppuhd.weights.safe_pickle`, given the handful of torch names a weights
 file needs (tensor and parameter rebuilding, storage types, dtypes,
 ``argparse.Namespace``), each a local stand-in; every other name raises
-:class:`UnsafeCheckpointError` before anything runs.
+:class:`~ppuhd.weights.safe_pickle.UnsafeCheckpointError` before anything runs.
 
 Tensors cannot be built while unpickling, because the legacy format stores
 the data after the pickle; the unpickler therefore returns placeholders that
@@ -38,14 +38,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .safe_pickle import (
-    CheckpointFormatError,
-    RestrictedUnpickler,
-    UnsafeCheckpointError,
-    int_tuple,
-    read_exact,
-    unpickle,
-)
+from .safe_pickle import CheckpointFormatError, RestrictedUnpickler, int_tuple, read_exact, unpickle
 
 __all__ = ["bfloat16_to_float32", "read_torch_legacy", "read_torch_zip"]
 
