@@ -15,8 +15,10 @@ the closest registered ones, so a typo in a config is caught at once.
 
 import difflib
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config names something that does not exist or cannot be built."""
 
 

@@ -15,7 +15,7 @@ from _cli import add_config_arguments, exit_on_user_error
 
 from ppuhd.config import load_config
 from ppuhd.deploy import export_model, max_export_difference
-from ppuhd.deploy.export import EXPORT_FILES
+from ppuhd.deploy.layout import EXPORT_FILES
 from ppuhd.engine.logger import setup_logging
 from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace
 from ppuhd.engine.runtime import setup_runtime

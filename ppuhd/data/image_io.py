@@ -6,6 +6,8 @@ import os
 import cv2
 import numpy as np
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 _noted = set()
 
@@ -19,7 +21,7 @@ def _note_once(kind, path, message):
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class ImageReadError(OSError):
+class ImageReadError(UserError, OSError):
     """An image file that is missing, unreadable or not an image.
 
     ``ImageReadError(path, reason)``; with one argument, that is the whole

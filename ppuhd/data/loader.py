@@ -40,6 +40,7 @@ import traceback
 import numpy as np
 import paddle
 
+from ..errors import UserError
 from .base import LeftOutSample
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,11 @@ class RemoteTraceback(Exception):
         return "\n" + self.args[0]
 
 
-class BatchSizeError(ValueError):
+class BatchSizeError(UserError, ValueError):
     """Samples of one batch that cannot be stacked because their sizes differ."""
 
 
-class LoaderWorkerError(RuntimeError):
+class LoaderWorkerError(UserError, RuntimeError):
     """A loader worker process that died without reporting an error."""
 
 

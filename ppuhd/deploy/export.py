@@ -22,12 +22,11 @@ from ..config import ExportOptions, options_from_dict
 from ..data.transforms import ToCHW
 from ..registry import DATASETS, MODELS, TRANSFORMS
 from ..weights import load_weights
+from .layout import DEPLOY_FILE, MODEL_PREFIX
+from .predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
-MODEL_PREFIX = "model"
-DEPLOY_FILE = "deploy.yml"
-EXPORT_FILES = (MODEL_PREFIX + ".json", MODEL_PREFIX + ".pdiparams", DEPLOY_FILE)
 
 
 def _input_size(cfg, options, model):
@@ -93,8 +92,6 @@ def export_model(cfg, weights, output_dir, ema=False, dynamic_size=None, input_s
 
 def max_export_difference(model, output_dir, input_size, batch=2, seed=0):
     """Largest |dygraph - exported| output difference on a random batch."""
-    from .predictor import Predictor
-
     x = np.random.default_rng(seed).standard_normal((batch, 3, *input_size)).astype(np.float32)
     with paddle.no_grad():
         expected = model(paddle.to_tensor(x))

@@ -7,18 +7,19 @@ import paddle.inference as paddle_infer
 import yaml
 
 from .. import builder
+from ..errors import UserError
 from ..data.image_io import read_image
 from ..data.transforms import Compose
 from ..engine.runtime import available_cores, gpu_available, keep_freed_memory
 from ..registry import TRANSFORMS
-from .export import DEPLOY_FILE, MODEL_PREFIX
+from .layout import DEPLOY_FILE, MODEL_PREFIX
 
 
-class ExportFolderError(ValueError):
+class ExportFolderError(UserError, ValueError):
     """A folder that is not (or no longer) a complete export."""
 
 
-class InputSizeError(ValueError):
+class InputSizeError(UserError, ValueError):
     """An image whose size, after the exported preprocessing, is not the one the model was exported for."""
 
 

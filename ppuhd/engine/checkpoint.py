@@ -23,7 +23,8 @@ import shutil
 
 import paddle
 
-from ..weights import EMA_FILE, MODEL_FILE, read_paddle_file
+from ..errors import UserError
+from ..weights import EMA_FILE, MODEL_FILE, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ _PERIODIC = re.compile(r"^(epoch|iter)_(\d+)$")
 _LEFTOVER = re.compile(r"^\.(tmp|old)-(.+)-(\d+)$")  # what write_checkpoint leaves if killed
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint folder that is incomplete or damaged."""
 
 
@@ -120,7 +121,7 @@ def read_train_state(folder):
     path = os.path.join(folder, STATE_FILE)
     if not os.path.isfile(path):
         raise CheckpointError(f"{folder} is not a resumable checkpoint: {STATE_FILE} is missing")
-    return read_paddle_file(path)
+    return read_checkpoint(path)
 
 
 def _rename_prefixes(key, renames):

@@ -9,8 +9,10 @@ import os
 import shutil
 import tempfile
 
+from ..errors import UserError
 
-class OutputError(ValueError):
+
+class OutputError(UserError, ValueError):
     """A place for results that cannot be used: not writable, or holding results that would be replaced."""
 
 

@@ -21,7 +21,7 @@ from ..config import (
 from ..data.loader import DataLoader
 from ..data.sampler import EvalBatchSampler, TrainBatchSampler
 from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS, TRANSFORMS, ConfigError, suggest
-from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, load_weights, read_paddle_state
+from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, find_state_dict, load_weights, read_checkpoint
 from .amp import MixedPrecision
 from .ema import ModelEMA
 from .logger import setup_logging
@@ -131,6 +131,6 @@ class TrainingSetup:
         for model, filename in ((self.model, MODEL_FILE), (self.ema and self.ema.model, EMA_FILE)):
             if model is None:
                 continue
-            state = read_paddle_state(os.path.join(folder, filename))
+            state = find_state_dict(read_checkpoint(os.path.join(folder, filename)))
             check_state_dict(model, state, source=os.path.join(folder, filename))
             model.set_state_dict(state)

@@ -20,6 +20,8 @@ import re
 import numpy as np
 import paddle.nn as nn
 
+from ..errors import UserError
+
 _INSTANCE_NORMS = (nn.InstanceNorm1D, nn.InstanceNorm2D, nn.InstanceNorm3D)
 _BATCH_NORMS = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D, nn.SyncBatchNorm)
 _PADDLE_TO_TORCH_SUFFIX = {
@@ -28,7 +30,7 @@ _PADDLE_TO_TORCH_SUFFIX = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """The source weights do not fit the model."""
 
 

@@ -4,15 +4,16 @@ import os
 
 import numpy as np
 
+from ..errors import UserError
+
 from .convert import adapt_state_dict, convert_torch_state_dict, key_filter
-from .paddle_pickle import read_paddle_file
 from .readers import PADDLE_SUFFIXES, find_state_dict, read_checkpoint
 
 MODEL_FILE = "model.pdparams"
 EMA_FILE = "ema.pdparams"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """Weights that do not fit the model, or a file that holds none."""
 
 
@@ -23,17 +24,6 @@ def resolve_weights_path(path, ema=False):
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path}")
     return path
-
-
-def read_paddle_state(path):
-    """A ``.pdparams`` file as name -> numpy array (read without unpickling code)."""
-    state = read_paddle_file(path)
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path} holds a {type(state).__name__}, not a dict of weights")
-    for key, value in state.items():
-        if not isinstance(value, np.ndarray):
-            raise WeightsError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array of weights")
-    return state
 
 
 def check_state_dict(model, state, source="the weights", exclude=()):
@@ -72,10 +62,11 @@ def load_weights(model, path, ema=False, key=None, exclude=()):
     key of the model is given with the right shape and no extra key is present.
     """
     path = resolve_weights_path(path, ema)
+    state = find_state_dict(read_checkpoint(path), key)
     if path.lower().endswith(PADDLE_SUFFIXES):
-        state = adapt_state_dict(model, read_paddle_state(path))
+        state = adapt_state_dict(model, state)
     else:
-        state = convert_torch_state_dict(model, find_state_dict(read_checkpoint(path), key), exclude)
+        state = convert_torch_state_dict(model, state, exclude)
     excluded = key_filter(exclude)
     state = {k: v for k, v in state.items() if not excluded(k)}
     check_state_dict(model, state, source=path, exclude=exclude)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 from .paddle_pickle import read_paddle_file
 from .safe_pickle import CheckpointFormatError, UnsafeCheckpointError, read_exact
 from .torch_pickle import bfloat16_to_float32, read_torch_legacy, read_torch_zip
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 
-class StateDictNotFoundError(ValueError):
+class StateDictNotFoundError(UserError, ValueError):
     """A checkpoint that was read fine but holds no recognisable weights."""
 
 PADDLE_SUFFIXES = (".pdparams", ".pdopt", ".pdstates")

@@ -27,6 +27,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..errors import UserError
+
 __all__ = [
     "CheckpointFormatError",
     "RefusedCall",
@@ -43,7 +45,7 @@ _FORMATS = (
 )
 
 
-class _FileProblem(ValueError):
+class _FileProblem(UserError, ValueError):
     """An error about one file: ``(path, problem)``, composed into a message by ``_compose``.
 
     Keeping both as the args lets the error survive pickling (e.g. out of a
