@@ -20,7 +20,6 @@ from .registry import ALL_REGISTRIES, ConfigError, suggest
 _REGISTRY_BY_ARGUMENT = {
     **{registry.kind: registry for registry in ALL_REGISTRIES.values()},
     **{registry.singular: registry for registry in ALL_REGISTRIES.values()},
-    "teacher": ALL_REGISTRIES["models"],  # a distillation teacher is a whole model
 }
 
 
