@@ -4,8 +4,9 @@
 ``VisionTransformer(embed_dim=192)``. Any nested dict carrying a ``type`` key
 (inside argument values, dicts or lists) is built first. It is looked up in
 the kind its argument names (``backbone:`` -> backbones, ``head:`` -> heads,
-``transforms:`` -> transforms, ...), otherwise across all registries; write
-``type: kind.Name`` to choose a kind explicitly.
+``transforms:`` -> transforms, ...) or the component declared for it when it
+was registered (DeiT's ``teacher:`` -> models), otherwise across all
+registries; write ``type: kind.Name`` to choose a kind explicitly.
 
 Arguments are checked against the callable's signature before anything is
 constructed, so a misspelt key fails with the component, the key, a
@@ -24,7 +25,7 @@ _REGISTRY_BY_ARGUMENT = {
 
 
 def _resolve(type_name, registry, where):
-    """Find the class or function for ``type_name``; return (kind, obj)."""
+    """Find the class or function for ``type_name``; return (kind, name, obj)."""
     if not isinstance(type_name, str):
         raise ConfigError(f"{where}.type must be a string, got {type_name!r}")
     if "." in type_name:
@@ -34,15 +35,15 @@ def _resolve(type_name, registry, where):
                 f"{where}.type {type_name!r}: unknown kind {kind!r}.{suggest(kind, ALL_REGISTRIES)}"
                 f" Kinds: {', '.join(ALL_REGISTRIES)}."
             )
-        return kind, ALL_REGISTRIES[kind].get(name)
+        return kind, name, ALL_REGISTRIES[kind].get(name)
     if registry is not None:
         try:
-            return registry.kind, registry.get(type_name)
+            return registry.kind, type_name, registry.get(type_name)
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
     kinds = [kind for kind, reg in ALL_REGISTRIES.items() if type_name in reg]
     if len(kinds) == 1:
-        return kinds[0], ALL_REGISTRIES[kinds[0]].get(type_name)
+        return kinds[0], type_name, ALL_REGISTRIES[kinds[0]].get(type_name)
     if len(kinds) > 1:
         raise ConfigError(
             f"{where}.type {type_name!r} is registered as {', '.join(kinds)}; "
@@ -88,13 +89,19 @@ def is_component(value):
     return isinstance(value, dict) and "type" in value
 
 
+def _argument_registry(kind, name, argument):
+    """The registry a nested component of ``argument`` comes from (None: search all)."""
+    declared = ALL_REGISTRIES[kind].argument_kinds(name).get(argument)
+    return ALL_REGISTRIES[declared] if declared else _REGISTRY_BY_ARGUMENT.get(argument)
+
+
 def validate(cfg, registry=None, where="config", provided=()):
     """Check a component config (and nested ones) without constructing anything."""
-    kind, obj = _resolve(cfg.get("type"), registry, where)
+    kind, name, obj = _resolve(cfg.get("type"), registry, where)
     _check_arguments(cfg, kind, obj, provided, where)
     for key, value in cfg.items():
         if key != "type":
-            _walk_nested(value, f"{where}.{key}", _REGISTRY_BY_ARGUMENT.get(key), validate)
+            _walk_nested(value, f"{where}.{key}", _argument_registry(kind, name, key), validate)
 
 
 def _walk_nested(value, where, registry, handle):
@@ -120,10 +127,10 @@ def build(cfg, registry=None, where="config", **provided):
     """
     if not is_component(cfg):
         raise ConfigError(f"{where} must be a mapping with a 'type' key, got {cfg!r}")
-    kind, obj = _resolve(cfg["type"], registry, where)
+    kind, name, obj = _resolve(cfg["type"], registry, where)
     _check_arguments(cfg, kind, obj, provided, where)
     kwargs = {
-        key: _walk_nested(value, f"{where}.{key}", _REGISTRY_BY_ARGUMENT.get(key), build)
+        key: _walk_nested(value, f"{where}.{key}", _argument_registry(kind, name, key), build)
         for key, value in cfg.items()
         if key != "type"
     }

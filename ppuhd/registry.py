@@ -37,15 +37,19 @@ class Registry:
         self.kind = kind  # plural, as in messages: "unknown models type ..."
         self.singular = singular  # a config argument of this name holds one of these
         self._entries = {}
+        self._argument_kinds = {}
 
-    def register(self, obj=None, *, name=None):
+    def register(self, obj=None, *, name=None, argument_kinds=None):
         """Register ``obj`` under ``name`` (default: its ``__name__``).
 
         Usable as ``@REG.register()``, ``@REG.register(name="x")`` or
-        ``REG.register(obj, name="x")``.
+        ``REG.register(obj, name="x")``. ``argument_kinds`` names the kind of
+        component an argument holds when its name does not say it, e.g.
+        ``{"teacher": "models"}``: a nested ``type:`` there is looked up in
+        that registry first.
         """
         if obj is None:
-            return lambda target: self.register(target, name=name)
+            return lambda target: self.register(target, name=name, argument_kinds=argument_kinds)
         key = name or obj.__name__
         if key in self._entries:
             raise KeyError(
@@ -53,7 +57,12 @@ class Registry:
                 f"(by {self._entries[key].__module__}); choose another name."
             )
         self._entries[key] = obj
+        self._argument_kinds[key] = dict(argument_kinds or {})
         return obj
+
+    def argument_kinds(self, name):
+        """``{argument: kind}`` declared when ``name`` was registered."""
+        return self._argument_kinds[name]
 
     def get(self, name):
         try:

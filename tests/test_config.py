@@ -75,6 +75,18 @@ def test_nested_components_are_built_from_the_kind_their_argument_names():
                           "head": {"type": "VisionTransformer"}}, MODELS)
 
 
+def test_a_component_can_declare_the_kind_of_an_argument():
+    registry = Registry("things", "thing")
+    registry.register(dict, name="Holder", argument_kinds={"inner": "models"})
+    assert registry.argument_kinds("Holder") == {"inner": "models"}
+    # DistillationLoss declares teacher -> models: VisionTransformer (also a backbone) is unambiguous there
+    teacher = {"type": "VisionTransformer", "img_size": 16, "patch_size": 8, "embed_dim": 24, "depth": 1,
+               "num_heads": 2, "num_classes": 3}
+    builder.validate({"type": "DistillationLoss", "base": {"type": "CrossEntropyLoss"}, "teacher": teacher}, LOSSES)
+    with pytest.raises(ConfigError, match="'VisionTransformer' is registered as models, backbones"):
+        builder.validate({"type": "DistillationLoss", "base": teacher}, LOSSES)
+
+
 def test_transforms_inside_a_dataset_are_built():
     dataset_cfg = {"type": "ImageList", "root": ".", "list_file": "x.txt",
                    "transforms": [{"type": "CenterCrop", "size": 8}, {"type": "Normalise"}]}

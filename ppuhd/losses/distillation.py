@@ -25,7 +25,7 @@ from ..weights import load_weights
 DISTILLATION_TYPES = ("none", "soft", "hard")
 
 
-@LOSSES.register()
+@LOSSES.register(argument_kinds={"teacher": "models"})
 class DistillationLoss(nn.Layer):
     """Args:
         base: the loss on the class head (e.g. SoftTargetCrossEntropy after Mixup).
