@@ -16,7 +16,8 @@ import pytest
 
 import ppuhd.models.uhdfour as uhdfour
 from ppuhd.deploy import Predictor, export_model
-from ppuhd.models.uhdfour import UHDFour, irfft2_polar, resize_bilinear, rfft2_polar
+from ppuhd.models.uhdfour import UHDFour, irfft2_polar, rfft2_polar
+from ppuhd.paddle_compat import resize_bilinear
 from ppuhd.registry import MODELS
 from ppuhd.weights import ConversionError, convert_torch_state_dict, find_state_dict, read_checkpoint
 from ppuhd.weights.convert import torch_key_plan

@@ -114,7 +114,7 @@ def test_exclude_keeps_the_head_for_fine_tuning_on_other_classes(tmp_path):
 
 
 def test_training_linear_matches_paddle_linear_in_values_and_gradients():
-    from ppuhd.models.layers import Linear
+    from ppuhd.paddle_compat import Linear
 
     paddle.seed(0)
     ours, plain = Linear(24, 12), paddle.nn.Linear(24, 12)

@@ -54,21 +54,3 @@ def torch_default_init_(layer):
     nn.initializer.Uniform(-bound, bound)(weight)
     if layer.bias is not None:
         nn.initializer.Uniform(-bound, bound)(layer.bias)
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` whose bias gradient is computed by a matrix product when training on a CPU.
-
-    Paddle's CPU backward of the broadcast bias add sums the rows of the output
-    gradient on one thread: about a fifth of a DeiT-S training step. Adding the
-    bias as ``ones @ bias`` gives the same output (1 * b is exact) and turns that
-    sum into a product, which runs on all cores. Inference, graphs and GPUs take
-    the plain path.
-    """
-
-    def forward(self, x):
-        if self.bias is None or not (paddle.in_dynamic_mode() and paddle.is_grad_enabled() and x.place.is_cpu_place()):
-            return super().forward(x)
-        y = paddle.matmul(x, self.weight)
-        ones = paddle.ones([y.size // y.shape[-1], 1], dtype=y.dtype)
-        return y + paddle.matmul(ones, self.bias.unsqueeze(0)).reshape(y.shape)

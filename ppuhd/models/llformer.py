@@ -83,6 +83,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..paddle_compat import PixelUnshuffle, is_traced, reflect_pad_to_multiple
 from ..registry import MODELS
 from .layers import torch_default_init_
 from .variants import register_variant
@@ -222,7 +223,7 @@ def _attend(q, k, v, fac):
     # The scores are the largest tensor here: overwrite them with the softmax
     # (safe for autograd, matmul's backward needs only its inputs). A graph
     # has no in-place softmax_; its own inplace pass does this.
-    softmax = F.softmax_ if paddle.in_dynamic_mode() else F.softmax
+    softmax = F.softmax if is_traced() else F.softmax_
     probs = softmax(scores, axis=-1)
     return paddle.matmul(v, probs, transpose_y=True)
 
@@ -247,7 +248,7 @@ def axis_attention(q, k, v, fac, along_height, budget_bytes):
         parts = (q, k, v) if start is None else (paddle.slice(t, [line_axis], [start], [end]) for t in (q, k, v))
         return _attend(*(t.transpose(to_lines) for t in parts), fac).transpose(from_lines)
 
-    if not paddle.in_dynamic_mode():
+    if is_traced():
         return _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize)
     batch, length, count = q.shape[0], q.shape[length_axis], q.shape[line_axis]
     step = max(1, int(budget_bytes // (batch * length * length * itemsize)))
@@ -358,24 +359,6 @@ class OverlapPatchEmbed(nn.Layer):
 
     def forward(self, x):
         return self.proj(x)
-
-
-class PixelUnshuffle(nn.Layer):
-    """``nn.PixelUnshuffle`` written as reshape + transpose (the same data movement).
-
-    Paddle's own op rejects unknown H and W, so it cannot be exported with
-    free image sizes. Output channel ``c * r * r + i * r + j`` holds pixel
-    offset (i, j) of input channel c, as in PyTorch.
-    """
-
-    def __init__(self, downscale_factor):
-        super().__init__()
-        self.factor = downscale_factor
-
-    def forward(self, x):
-        r, channels, width = self.factor, x.shape[1], x.shape[3]
-        x = x.reshape([0, channels, -1, r, width // r, r])  # (B, C, H/r, i, W/r, j)
-        return x.transpose([0, 1, 3, 5, 2, 4]).reshape([0, channels * r * r, -1, width // r])
 
 
 class Downsample(nn.Layer):
@@ -555,10 +538,9 @@ class LLFormer(nn.Layer):
     def forward(self, inp_img):
         """Any H, W: reflect-pad bottom/right to multiples of 16, run, crop back."""
         height, width = inp_img.shape[2], inp_img.shape[3]  # graph values when exported with free H/W
-        pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
-        if paddle.in_dynamic_mode() and not (pad_h or pad_w):
+        padded = reflect_pad_to_multiple(inp_img, SIZE_MULTIPLE)
+        if padded is inp_img:
             return self.forward_aligned(inp_img)
-        padded = F.pad(inp_img, [0, pad_w, 0, pad_h], mode="reflect")
         return self.forward_aligned(padded)[:, :, :height, :width]
 
 

@@ -75,13 +75,11 @@ Differences in formulation (same numbers; checked against PyTorch):
   4.7 GB for the 16-channel map of a 4K frame.
 
 Workarounds for Paddle 3.3.1 bugs met when exporting with run-time H and W
-and running ``paddle.inference`` (oneDNN, its CPU default); each keeps the
-numbers: bilinear resizes are written with gathers (``bilinear_interp``
-fails there; matmul with interpolation matrices misreads conv outputs);
-PixelUnshuffle is a reshape and transpose (the op rejects run-time sizes);
-LeakyReLU is max(x, 0.1x) in static graphs (the conv + leaky_relu fusion pass
-segfaults); the U-Net's 1x1 ``ConvTranspose2d`` layers are applied as the
-equal 1x1 convs (slicing channels of a transposed conv's output fails).
+and running ``paddle.inference`` (oneDNN, its CPU default) keep the numbers:
+bilinear resizes, PixelUnshuffle and LeakyReLU come from
+:mod:`ppuhd.paddle_compat` (where each bug is described); the U-Net's 1x1
+``ConvTranspose2d`` layers are applied as the equal 1x1 convs (slicing
+channels of a transposed conv's output fails).
 
 Any input size: ``forward`` reflect-pads H and W (bottom, right) to a
 multiple of f and crops ``y`` back to the input's size and ``y_down`` to
@@ -103,6 +101,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..paddle_compat import LeakyReLU, is_static_size, pixel_unshuffle, reflect_pad_to_multiple, resize_bilinear
 from ..registry import MODELS
 from .layers import torch_default_init_
 from .variants import register_variant
@@ -149,7 +148,7 @@ def irfft2_polar(mag, pha, width):
     (their mirror images contribute the conjugate). So: weight the columns,
     zero-fill to W columns, inverse FFT, real part.
     """
-    if isinstance(width, int):  # 3x faster, and half the memory
+    if is_static_size(width):  # 3x faster, and half the memory
         return paddle.fft.irfft2(paddle.complex(mag * paddle.cos(pha), mag * paddle.sin(pha)), s=(mag.shape[2], width))
     bins = mag.shape[-1]
     mag = mag * paddle.where(_real_bins(width, bins), 1.0, 2.0)
@@ -157,54 +156,6 @@ def irfft2_polar(mag, pha, width):
     real = paddle.concat([mag * paddle.cos(pha), filler], axis=-1)
     imag = paddle.concat([mag * paddle.sin(pha), filler], axis=-1)
     return paddle.fft.ifft2(paddle.complex(real, imag)).real()
-
-
-def _linear_taps(out_size, in_size):
-    """Source pixels and weights of PyTorch's 1-D linear resize, align_corners False.
-
-    Half-pixel centres: source = (i + 0.5) * in/out - 0.5, clamped at 0 (in
-    float32, as PyTorch computes it); output i weighs its floor and the next
-    pixel (the last pixel is repeated at the end). Returns (first, second,
-    weight of second).
-    """
-    scale = _as_float32(in_size) / _as_float32(out_size)
-    src = paddle.clip((paddle.arange(out_size, dtype="float32") + 0.5) * scale - 0.5, min=0.0)
-    first = paddle.floor(src)
-    frac = src - first
-    first = paddle.cast(first, "int64")
-    second = first + paddle.cast(first < in_size - 1, "int64")
-    return first, second, frac
-
-
-def _as_float32(size):
-    """A size (Python int in dygraph, a run-time value in an exported graph) as a float32 scalar."""
-    return paddle.full([], size, "float32") if isinstance(size, int) else paddle.cast(size, "float32")
-
-
-def resize_bilinear(x, size):
-    """PyTorch's ``F.interpolate(x, size, mode='bilinear', align_corners=False)``, from gathers.
-
-    Along W, then along H, as PyTorch combines them; ``size`` may hold
-    run-time values. Paddle's own ``bilinear_interp`` fails in
-    ``paddle.inference`` with oneDNN (3.3.1), and so would products with
-    interpolation matrices: oneDNN's matmul misreads a conv's output there.
-    """
-    first, second, frac = _linear_taps(size[1], x.shape[3])
-    x = paddle.index_select(x, first, axis=3) * (1.0 - frac) + paddle.index_select(x, second, axis=3) * frac
-    first, second, frac = _linear_taps(size[0], x.shape[2])
-    frac = frac.unsqueeze(1)
-    return paddle.index_select(x, first, axis=2) * (1.0 - frac) + paddle.index_select(x, second, axis=2) * frac
-
-
-def pixel_unshuffle(x, factor):
-    """``nn.PixelUnshuffle(factor)`` of PyTorch, by reshape and transpose.
-
-    Output channel c*f^2 + i*f + j holds pixel (i, j) of each f x f cell of
-    channel c. Paddle's own op refuses run-time sizes when exported.
-    """
-    n, c, h, w = x.shape
-    x = x.reshape([n, c, h // factor, factor, w // factor, factor]).transpose([0, 1, 3, 5, 2, 4])
-    return x.reshape([n, c * factor * factor, h // factor, w // factor])
 
 
 def _downsample_kernel(factor):
@@ -216,21 +167,6 @@ def _downsample_kernel(factor):
     taps = np.zeros(factor, np.float32)
     taps[factor // 2 - 1 : factor // 2 + 1] = 0.5
     return np.outer(taps, taps)
-
-
-class LeakyReLU(nn.LeakyReLU):
-    """``nn.LeakyReLU``, written as max(x, slope * x) in a static (exported) graph.
-
-    Same values (0 <= slope <= 1). Paddle 3.3.1's oneDNN inference pass that
-    fuses conv + leaky_relu (``conv_activation_mkldnn_fuse_pass``) crashes
-    the process with a segmentation fault; this pattern is not fused. Eager
-    execution (training, dygraph inference) keeps the single fast kernel.
-    """
-
-    def forward(self, x):
-        if paddle.in_dynamic_mode():
-            return super().forward(x)
-        return paddle.maximum(x, x * self._negative_slope)
 
 
 # --------------------------------------------------------------------------
@@ -424,8 +360,8 @@ def _conv3x3_in_stripes(layer, x):
     (run-time sizes; oneDNN convs in inference) use the plain conv.
     """
     h, w = x.shape[2], x.shape[3]
-    rows = max(1, _IM2COL_BYTES // (x.shape[1] * 9 * 4 * w)) if isinstance(h, int) else h
-    if not isinstance(h, int) or h <= rows:
+    rows = max(1, _IM2COL_BYTES // (x.shape[1] * 9 * 4 * w)) if is_static_size(h) else h
+    if not is_static_size(h) or h <= rows:
         return layer(x)
     stripes = []
     for top in range(0, h, rows):
@@ -545,13 +481,11 @@ class UHDFour(nn.Layer):
             return self.forward_unpadded(x)
         f = self.factor
         h, w = x.shape[-2], x.shape[-1]
-        pad_h, pad_w = (f - h % f) % f, (f - w % f) % f
-        # Sizes are Python ints in dygraph: skip the full-resolution copies when
-        # nothing is padded. In an exported graph they are run-time values.
-        if isinstance(pad_h, int) and pad_h == 0 and pad_w == 0:
+        padded = reflect_pad_to_multiple(x, f)
+        if padded is x:  # nothing to pad: no full-resolution copies
             return self.forward_unpadded(x)
-        y, y_down = self.forward_unpadded(F.pad(x, [0, pad_w, 0, pad_h], mode="reflect"))
-        return y[:, :, :h, :w], y_down[:, :, : (h + pad_h) // f, : (w + pad_w) // f]  # ceil(h/f), ceil(w/f)
+        y, y_down = self.forward_unpadded(padded)
+        return y[:, :, :h, :w], y_down[:, :, : (h + f - 1) // f, : (w + f - 1) // f]  # ceil(h/f), ceil(w/f)
 
 
 register_variant("uhdfour_uhd", UHDFour, factor=8, extract_channels=8, low_channels=192, fuse_channels=16, deep_high=False)

@@ -19,8 +19,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..paddle_compat import Linear, as_float32, is_static_size
 from ..registry import BACKBONES, MODELS
-from .layers import DropPath, Linear, torch_default_init_, trunc_normal_
+from .layers import DropPath, torch_default_init_, trunc_normal_
 from .variants import register_variant
 
 
@@ -110,7 +111,7 @@ def _antialias_bicubic_matrix(out_size, in_size):
     each row is normalised. Built from Paddle ops so that ``out_size`` may be a
     run-time tensor in an exported graph.
     """
-    out = paddle.full([], out_size, "float32") if isinstance(out_size, int) else paddle.cast(out_size, "float32")
+    out = as_float32(out_size)
     scale = in_size / out
     stretch = paddle.clip(scale, min=1.0)
     centers = (paddle.arange(out_size, dtype="float32") + 0.5) * scale
@@ -234,7 +235,7 @@ class VisionTransformer(nn.Layer):
         # Skip the identity resize when the grid is known to be the stored one
         # (eager, or a graph traced at a fixed size). A graph with free H and W
         # always resizes; at the stored size that is the identity.
-        known = all(isinstance(side, int) and side > 0 for side in grid)
+        known = all(is_static_size(side) and side > 0 for side in grid)
         if not known or tuple(grid) != self.patch_embed.grid_size:
             pos_embed = resample_pos_embed(
                 pos_embed, grid, self.patch_embed.grid_size, self.num_prefix_tokens, self.pos_embed_antialias
