@@ -1,8 +1,6 @@
 """The Python API for scripts and notebooks."""
 
-from . import builder
 from .config import load_config
-from .registry import MODELS
 from .weights import load_weights
 
 __all__ = ["build_model", "load_weights", "load_config"]
@@ -17,8 +15,7 @@ def build_model(config, weights=None, ema=False):
     """
     if isinstance(config, dict) and "type" in config:
         config = {"model": config}
-    cfg = load_config(config)
-    model = builder.build(cfg["model"], MODELS, "model")
+    model = load_config(config).build_model()
     if weights is not None:
         load_weights(model, weights, ema=ema)
     model.eval()

@@ -16,7 +16,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session", autouse=True)
 def fast_cpu():
-    """The CPU settings the tools use (threads, contiguous kernels)."""
-    from ppuhd.engine.runtime import configure_cpu
+    """The CPU settings the tools use (threads, contiguous kernels, kept memory); logging left to pytest."""
+    from ppuhd.runtime import configure
 
-    configure_cpu()
+    configure(log=False)

@@ -233,7 +233,7 @@ def test_interrupted_and_resumed_training_ends_with_the_same_weights(tmp_path, m
     assert resumed.history == straight.history
 
 
-def test_resume_auto_skips_a_damaged_latest_checkpoint_and_still_ends_exactly(tmp_path, capsys):
+def test_resume_auto_skips_a_damaged_latest_checkpoint_and_still_ends_exactly(tmp_path, caplog):
     straight = Trainer(tiny_config(tmp_path / "a"))
     straight.run()
     cfg = tiny_config(tmp_path / "b")
@@ -244,7 +244,7 @@ def test_resume_auto_skips_a_damaged_latest_checkpoint_and_still_ends_exactly(tm
     with pytest.raises(CheckpointError, match="train_state.pdstates is damaged"):
         Trainer(cfg, resume=latest)  # chosen by hand: no fallback
     resumed = Trainer(cfg, resume="auto")
-    assert resumed.step == 6 and f"not resuming from {latest}" in capsys.readouterr().out
+    assert resumed.step == 6 and f"not resuming from {latest}" in caplog.text
     resumed.run()
     assert max_difference(weights_of(resumed.setup.model), weights_of(straight.setup.model)) <= 1e-6
 
@@ -302,7 +302,7 @@ def test_a_diverging_loss_stops_training_with_advice(tmp_path):
         Trainer(cfg).run()
 
 
-def test_a_nan_metric_never_becomes_best_and_metrics_json_stays_valid(tmp_path, monkeypatch, capsys):
+def test_a_nan_metric_never_becomes_best_and_metrics_json_stays_valid(tmp_path, monkeypatch, caplog):
     cfg = tiny_config(tmp_path, ema=None)
     values = iter([float("nan"), 20.0])  # validations at steps 4 and 8
 
@@ -312,7 +312,7 @@ def test_a_nan_metric_never_becomes_best_and_metrics_json_stays_valid(tmp_path, 
     monkeypatch.setattr(trainer_module, "evaluate", fake_evaluate)
     summary = Trainer(cfg).run()
     assert summary["best"] == {"metric": "top1", "value": 20.0, "step": 8}
-    assert "validation at step 4: metric(s) top1 are not finite" in capsys.readouterr().out
+    assert "validation at step 4: metric(s) top1 are not finite" in caplog.text
     text = open(summary["metrics"]).read()
     saved = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in metrics.json"))
     assert saved["history"][0]["top1"] is None and saved["history"][1]["top1"] == 20.0

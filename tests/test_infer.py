@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import paddle
 import pytest
+import yaml
 
 from ppuhd import builder
 from ppuhd.deploy import export_model
@@ -19,11 +20,13 @@ TINY_VIT = {"type": "VisionTransformer", "img_size": 16, "patch_size": 8, "embed
             "num_heads": 2, "num_classes": 3}
 
 
-def export(folder, model_cfg, **options):
+def export(folder, model_cfg, val_transforms=None, **options):
+    """Export random weights of ``model_cfg``; with ``val_transforms``, a config validating with them."""
     paddle.seed(0)
     weights = str(folder / "weights.pdparams")
     paddle.save(builder.build(model_cfg, MODELS).state_dict(), weights)
-    export_model({"model": model_cfg, "val_dataset": None}, weights, str(folder / "export"), **options)
+    val = {"type": "ImageFolder", "root": str(folder / "none"), "transforms": val_transforms} if val_transforms else None
+    export_model({"model": model_cfg, "val_dataset": val}, weights, str(folder / "export"), **options)
     return str(folder / "export")
 
 
@@ -97,7 +100,7 @@ def test_a_folder_run_skips_unreadable_files_on_request_and_names_them(enhancer,
 
 
 def test_a_classifier_fed_another_size_names_the_file_and_the_size(tmp_path):
-    model_dir = export(tmp_path, TINY_VIT)
+    model_dir = export(tmp_path, TINY_VIT, val_transforms=[{"type": "Normalize"}, {"type": "ToCHW"}])
     images(tmp_path / "photos", ["right.png"], size=(16, 16))
     images(tmp_path / "photos", ["wide.png"], size=(16, 30))
     one_line_error(infer(model_dir, "--input", tmp_path / "photos"),
@@ -105,3 +108,13 @@ def test_a_classifier_fed_another_size_names_the_file_and_the_size(tmp_path):
                    "and the exported preprocessing gives 30x16")
     right = infer(model_dir, "--input", tmp_path / "photos" / "right.png", "--topk", "1")
     assert right.returncode == 0 and "right.png: " in right.stdout
+
+
+def test_an_export_without_a_validation_set_takes_the_models_own_preprocessing(tmp_path):
+    model_dir = export(tmp_path, TINY_VIT)
+    deploy = yaml.safe_load(open(os.path.join(model_dir, "deploy.yml")))
+    assert deploy["transforms"] == [dict(t) for t in builder.build(TINY_VIT, MODELS).info.eval_transforms]
+    assert deploy["transforms"][0] == {"type": "Resize", "size": 16, "interpolation": "bilinear"}
+    images(tmp_path / "photos", ["wide.png"], size=(16, 30))
+    result = infer(model_dir, "--input", tmp_path / "photos", "--topk", "1")
+    assert result.returncode == 0 and "wide.png: " in result.stdout  # resized as the model's evaluation does

@@ -8,7 +8,7 @@ MEASURE = textwrap.dedent(
     """
     import os, sys
     import numpy as np
-    from ppuhd.engine.runtime import keep_freed_memory
+    from ppuhd.runtime import keep_freed_memory
 
     def resident_bytes():
         with open("/proc/self/statm") as f:

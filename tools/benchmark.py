@@ -29,14 +29,14 @@ from _cli import add_config_arguments, exit_on_user_error
 
 import paddle
 
-from ppuhd import builder
+from ppuhd import runtime
 from ppuhd.config import load_config
+from ppuhd.contract import model_info
 from ppuhd.deploy import export_model
 from ppuhd.deploy.benchmark import count_macs, device_name, run_case
 from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace
 from ppuhd.engine.reports import write_json
-from ppuhd.engine.runtime import available_cores, setup_runtime
-from ppuhd.registry import MODELS
+from ppuhd.engine.runtime import setup_runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,15 +48,11 @@ def parse_size(text):
 
 def describe_model(cfg):
     """Task, parameter count, reference input size and size multiple of the config's model."""
-    model = builder.build(cfg["model"], MODELS, "model")
+    model = cfg.build_model()
+    info = model_info(model)
     params = sum(math.prod(p.shape) for p in model.parameters() if not p.stop_gradient)
-    task = getattr(model, "task", "classification")
-    size = (cfg.get("export") or {}).get("input_size")
-    patch_size = getattr(getattr(model, "patch_embed", None), "img_size", None)  # ViT/DeiT's trained size
-    if size is None and patch_size:
-        size = list(patch_size)
-    return model, {"task": task, "params": params, "size": size or [224, 224],
-                   "input_multiple": getattr(model, "input_multiple", 1)}
+    size = cfg.export.input_size or (list(info.input_size) if info.input_size else [224, 224])
+    return model, {"task": info.task, "params": params, "size": size, "input_multiple": info.input_multiple}
 
 
 def run_in_subprocess(command):
@@ -77,7 +73,7 @@ def measure(args, cfg_path, overrides, case):
 
 def measure_timm(args, name, batch, size, train):
     command = [args.torch_python, os.path.join(HERE, "_timm_benchmark.py"), "--model", name, "--batch", str(batch),
-               "--size", str(size[0]), str(size[1]), "--threads", str(available_cores()), "--warmup",
+               "--size", str(size[0]), str(size[1]), "--threads", str(runtime.available_cores()), "--warmup",
                str(args.warmup), "--runs", str(args.runs)] + (["--train"] if train else [])
     return run_in_subprocess(command)
 
@@ -87,6 +83,7 @@ def run_case_file(path):
     with open(path) as f:
         job = json.load(f)
     cfg = load_config(job["config"], job["overrides"])
+    runtime.configure(log=False)
     setup_runtime()
     print(json.dumps(run_case(cfg, job["case"])))
 
@@ -116,6 +113,7 @@ def main(argv=None):
                 refuse_to_replace([args.json], "the results file", "pass --overwrite to replace it")
             ensure_writable_dir(os.path.dirname(os.path.abspath(args.json)))
         cfg = load_config(args.config, args.override)
+        runtime.configure()
         setup_runtime()
         model, info = describe_model(cfg)
     size = args.size or info["size"]
@@ -125,7 +123,7 @@ def main(argv=None):
     batches = [1] if enhancer and args.mode != "train" else [int(b) for b in args.batch_sizes.split(",")]
     modes = ["dygraph", "predictor"] if args.mode == "both" else [args.mode]
     results = {"config": args.config, "model": cfg["model"]["type"], "device": device_name(),
-               "threads": available_cores(), "paddle": paddle.__version__, **info, "size": size, "cases": []}
+               "threads": runtime.available_cores(), "paddle": paddle.__version__, **info, "size": size, "cases": []}
     with tempfile.TemporaryDirectory() as export_dir:
         if "predictor" in modes:
             weights = args.weights or os.path.join(export_dir, "random.pdparams")

@@ -17,10 +17,8 @@ import os
 import paddle
 from _cli import add_config_arguments, exit_on_user_error
 
-from ppuhd import builder
 from ppuhd.config import load_config
 from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace
-from ppuhd.registry import MODELS
 from ppuhd.weights import convert_torch_state_dict, find_state_dict, load_weights, read_checkpoint
 
 
@@ -36,7 +34,7 @@ def main(argv=None):
         if not args.overwrite:
             refuse_to_replace([args.dst], "the output file", "pass --overwrite to replace it")
         ensure_writable_dir(os.path.dirname(os.path.abspath(args.dst)), "output folder")
-        model = builder.build(load_config(args.config, args.override)["model"], MODELS, "model")
+        model = load_config(args.config, args.override).build_model()
         state = convert_torch_state_dict(model, find_state_dict(read_checkpoint(args.src), args.key))
     tmp = f"{args.dst}.tmp-{os.getpid()}"
     paddle.save(state, tmp)

@@ -11,9 +11,9 @@ import os
 
 from _cli import add_config_arguments, exit_on_user_error
 
-from ppuhd.config import RuntimeOptions, load_config, options_from_dict
+from ppuhd import runtime
+from ppuhd.config import load_config
 from ppuhd.engine.evaluator import evaluate_config
-from ppuhd.engine.logger import setup_logging
 from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace, remove_paths
 from ppuhd.engine.reports import write_json
 
@@ -41,11 +41,10 @@ def main(argv=None):
     parser.add_argument("--save-images", action="store_true", help="save enhanced images as PNG (enhancement models)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier evaluation there")
     args = parser.parse_args(argv)
-    setup_logging()
     with exit_on_user_error():
         cfg = load_config(args.config, args.override)
-        output_dir = args.output_dir or os.path.join(
-            options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime").output_dir, "eval")
+        runtime.configure(num_threads=cfg.runtime.num_threads)
+        output_dir = args.output_dir or os.path.join(cfg.runtime.output_dir, "eval")
         claim_results(output_dir, args.overwrite)
         result = evaluate_config(cfg, args.weights, args.ema, output_dir, args.save_images)
     write_json(os.path.join(output_dir, "metrics.json"),

@@ -16,7 +16,7 @@ from _cli import add_config_arguments, exit_on_user_error
 from ppuhd.config import load_config
 from ppuhd.deploy import export_model, max_export_difference
 from ppuhd.deploy.layout import EXPORT_FILES
-from ppuhd.engine.logger import setup_logging
+from ppuhd import runtime
 from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace
 from ppuhd.engine.runtime import setup_runtime
 
@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--no-verify", action="store_true", help="skip the dygraph-vs-exported output check")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
     args = parser.parse_args(argv)
-    setup_logging()
+    runtime.configure()
     setup_runtime(device="cpu")
     with exit_on_user_error():
         if not args.overwrite:

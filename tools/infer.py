@@ -21,7 +21,8 @@ from _cli import exit_on_user_error
 
 from ppuhd.data.image_io import IMAGE_EXTENSIONS, ImageReadError, write_image
 from ppuhd.deploy import Predictor, top_k
-from ppuhd.engine.logger import Progress, setup_logging
+from ppuhd import runtime
+from ppuhd.engine.logger import Progress
 from ppuhd.engine.outputs import OutputError, ensure_writable_dir, refuse_to_replace
 from ppuhd.engine.tiling import tiled_forward, tiling_arguments
 from ppuhd.metrics.image_quality import quantize
@@ -86,7 +87,7 @@ def classify(predictor, files, batch_size, k, skip, unreadable):
         images = read_inputs(predictor, files[start : start + batch_size], skip, unreadable)
         if not images:
             continue
-        logits = predictor.run(np.stack([image for _, image in images]))[0]  # distilled: the averaged head
+        logits = predictor.predict(np.stack([image for _, image in images]))  # distilled: the averaged head
         for (path, _), row in zip(images, logits):
             ranked = ", ".join(f"{name} {p:.3f}" for name, p in top_k(row, k, names))
             print(f"{path}: {ranked}")
@@ -98,9 +99,9 @@ def enhance(predictor, targets, tiling, skip, unreadable):
     for path, target in targets.items():
         for _, image in read_inputs(predictor, [path], skip, unreadable):
             if tiling:
-                enhanced = tiled_forward(lambda tiles: predictor.run(tiles)[0], image, **tiling, log_seconds=30.0)
+                enhanced = tiled_forward(predictor.predict, image, **tiling, log_seconds=30.0)
             else:
-                enhanced = predictor.run(image[None])[0][0]
+                enhanced = predictor.predict(image[None])[0]
             write_image(target, quantize(enhanced.transpose(1, 2, 0)))
             logger.info("%s -> %s (%s)", path, target, progress.line())
         progress.update()
@@ -135,7 +136,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     args = parser.parse_args(argv)
-    setup_logging()
+    runtime.configure(num_threads=args.threads)
     skip, unreadable = args.on_error == "skip", []
     with exit_on_user_error():
         predictor = Predictor(args.model_dir, args.device, args.threads)

@@ -17,7 +17,8 @@ import sys
 from _cli import exit_on_user_error
 
 from ppuhd.data.patches import prepare_patches
-from ppuhd.engine.logger import Progress, setup_logging
+from ppuhd import runtime
+from ppuhd.engine.logger import Progress
 
 logger = logging.getLogger("prepare_patches")
 
@@ -32,7 +33,7 @@ def main(argv=None):
     parser.add_argument("--thresh", type=int, default=0, help="drop a last row/column narrower than this")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     args = parser.parse_args(argv)
-    setup_logging()
+    runtime.configure_logging()
     progress = None
 
     def report(total):

@@ -13,6 +13,7 @@ import json
 
 from _cli import add_config_arguments, exit_on_user_error
 
+from ppuhd import runtime
 from ppuhd.config import load_config
 from ppuhd.engine import train
 
@@ -31,7 +32,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     with exit_on_user_error():
-        summary = train(load_config(args.config, args.override), args.resume, args.overwrite)
+        cfg = load_config(args.config, args.override)
+        runtime.configure(num_threads=cfg.runtime.num_threads)
+        summary = train(cfg, args.resume, args.overwrite)
     if summary is None:  # not the main process
         return
     print("\nTraining finished.")

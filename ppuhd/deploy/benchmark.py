@@ -13,10 +13,14 @@ import time
 import numpy as np
 import paddle
 
-from .. import builder
+from ..config import as_run_config
+from ..contract import select_output
+from ..engine.amp import MixedPrecision
 from ..engine.runtime import gpu_available
-from ..engine.tiling import first_output, tiled_forward, tiling_arguments
-from ..registry import LOSSES, MODELS, TRANSFORMS, ConfigError
+from ..engine.tasks import build_task
+from ..engine.tiling import tiled_forward, tiling_arguments
+from ..losses.base import Loss
+from ..registry import ConfigError
 from ..weights import load_weights
 from .predictor import Predictor
 
@@ -72,56 +76,51 @@ def time_runs(fn, warmup, runs):
 
 def run_case(cfg, case):
     """One measurement described by ``case`` (mode, batch, size, export_dir, tiled, warmup, runs)."""
+    cfg = as_run_config(cfg)
     rng = np.random.default_rng(0)
     batch, (height, width) = case["batch"], case["size"]
     x = rng.random((batch, 3, height, width), dtype=np.float32)
+    tiling = cfg.get("tiling") if case.get("tiled") else None
     if case["mode"] == "predictor":
         predictor = Predictor(case["export_dir"])
-        run = lambda tiles: predictor.run(tiles)[0]  # noqa: E731
+        arguments = tiling_arguments(tiling, case.get("input_multiple", 1))
+        if arguments:
+            forward = lambda: [tiled_forward(predictor.predict, image, **arguments) for image in x]  # noqa: E731
+        else:
+            forward = lambda: predictor.predict(x)  # noqa: E731
     else:
-        model = builder.build(cfg["model"], MODELS, "model")
+        model = cfg.build_model()
         if case.get("weights"):
             load_weights(model, case["weights"])
         if case["mode"] == "train":
             return _train_step_case(cfg, model, x, case)
-        model.eval()
-
-        def run(tiles):
-            with paddle.no_grad():
-                return first_output(model(paddle.to_tensor(tiles))).numpy()
-
-    tiling = tiling_arguments(cfg.get("tiling"), case.get("input_multiple", 1)) if case.get("tiled") else None
-    if tiling:
-        forward = lambda: [tiled_forward(run, image, **tiling) for image in x]  # noqa: E731
-    else:
-        forward = lambda: run(x)  # noqa: E731
+        task = build_task(model, tiling=tiling)
+        images = paddle.to_tensor(x)
+        forward = lambda: select_output(task.predict(images), task.info.primary_output).numpy()  # noqa: E731
     result = time_runs(forward, case["warmup"], case["runs"])
     return {**result, "peak_memory_gib": peak_memory_gib()}
 
 
+class _MeanAbsoluteOutput(Loss):
+    """Stands in for a config's loss that cannot be built here (VGG or teacher weights absent)."""
+
+    def forward(self, outputs, target):
+        return select_output(outputs).abs().mean()
+
+
 def _train_step_case(cfg, model, x, case):
-    """One optimizer step (batch transform, forward, loss, backward, update) with the config's parts."""
-    model.train()
+    """One optimizer step of the training task (batch transform, forward, loss, backward, update)."""
     try:
-        criterion = builder.build(cfg["loss"], LOSSES, "loss")
-        loss_name = cfg["loss"]["type"]
-    except (ConfigError, KeyError):  # a loss needing files absent here (VGG weights, a teacher)
-        criterion, loss_name = None, "mean(|output|) (the config's loss could not be built here)"
-    mix = builder.build(cfg["batch_transform"], TRANSFORMS, "batch_transform") if cfg.get("batch_transform") else None
+        criterion, loss_name = cfg.build_loss(), cfg["loss"]["type"]
+    except ConfigError:  # a loss needing files absent here (VGG weights, a teacher)
+        criterion, loss_name = _MeanAbsoluteOutput(), "mean(|output|) (the config's loss could not be built here)"
+    task = build_task(model, criterion, cfg.build_batch_transform())
     optimizer = paddle.optimizer.AdamW(parameters=model.parameters(), learning_rate=1e-4)
-    classes = getattr(model, "num_classes", 0)
-    batch = {"image": paddle.to_tensor(x),
+    amp = MixedPrecision(cfg.train.amp, gpu_available())
+    classes = task.info.num_classes
+    batch = {"image": paddle.to_tensor(x), "index": paddle.arange(len(x)),
              "target": paddle.to_tensor(np.arange(len(x)) % classes) if classes else paddle.to_tensor(x)}
-    rng = np.random.default_rng(0)
-
-    def step():
-        b = mix(dict(batch), rng) if mix else batch
-        outputs = model(b["image"])
-        loss = criterion(outputs, b["target"]) if criterion else first_output(outputs).abs().mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-
+    step = lambda: task.train_step(model, optimizer, amp, [batch], seed=0)  # noqa: E731
     return {**time_runs(step, case["warmup"], case["runs"]), "peak_memory_gib": peak_memory_gib(), "loss": loss_name}
 
 

@@ -10,7 +10,8 @@ from .. import builder
 from ..errors import UserError
 from ..data.image_io import read_image
 from ..data.transforms import Compose
-from ..engine.runtime import available_cores, gpu_available, keep_freed_memory
+from ..engine.runtime import gpu_available
+from ..runtime import available_cores
 from ..registry import TRANSFORMS
 from .layout import DEPLOY_FILE, MODEL_PREFIX
 
@@ -46,7 +47,6 @@ class Predictor:
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(num_threads or available_cores())
-            keep_freed_memory()
             if use_onednn:
                 config.enable_onednn()
         self.predictor = paddle_infer.create_predictor(config)
@@ -68,6 +68,10 @@ class Predictor:
         handle.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
         self.predictor.run()
         return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
+
+    def predict(self, batch):
+        """The prediction (the model's primary output) for a float32 NCHW batch."""
+        return self.run(batch)[self.deploy.get("primary_output", 0)]
 
     @property
     def task(self):

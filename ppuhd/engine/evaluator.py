@@ -10,16 +10,15 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from .. import builder
-from ..config import DataLoaderOptions, RuntimeOptions, options_from_dict
+from ..config import as_run_config
+from ..contract import select_output
 from ..data.loader import LEFT_OUT, DataLoader
 from ..data.sampler import EvalBatchSampler
-from ..registry import DATASETS, METRICS, MODELS
 from ..weights import load_weights
 from .logger import Progress
 from .reports import ImageSaver, gather, write_per_image_csv
 from .runtime import setup_runtime
-from .tiling import evaluation_model
+from .tasks import build_task
 
 logger = logging.getLogger(__name__)
 
@@ -53,19 +52,20 @@ class Evaluation:
                            len(self.left_out), shown)
 
 
-def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_seconds=10.0, on_batch=()):
-    """Run ``model`` over ``loader`` (a :class:`~ppuhd.data.loader.DataLoader`) and return an :class:`Evaluation`.
+def evaluate(predict, loader, metrics, world_size=1, log_progress=False, log_seconds=10.0, on_batch=(),
+             primary_output=0):
+    """Score ``predict`` (images -> outputs, e.g. a task's ``predict``) over ``loader``; return an :class:`Evaluation`.
 
-    Each process evaluates its share; the metrics' additive sums are added
-    across processes before the final values are computed. Each callable in
-    ``on_batch`` is called with ``(batch, outputs)`` (saving images, previews).
+    ``loader`` is a :class:`~ppuhd.data.loader.DataLoader`. Each process
+    evaluates its share; the metrics' additive sums are added across
+    processes before the final values are computed. Each callable in
+    ``on_batch`` is called with ``(batch, outputs, prediction)``, the
+    prediction being output ``primary_output`` (saving images, previews).
     Samples a dataset with ``on_error: skip`` could not read are left out of
     every metric (never replaced by another sample) and listed.
     """
     for metric in metrics:
         metric.reset()
-    was_training = model.training
-    model.eval()
     progress = Progress(len(loader), unit="batch")
     last_log = time.perf_counter()
     left_out, scored = [], []
@@ -76,17 +76,16 @@ def evaluate(model, loader, metrics, world_size=1, log_progress=False, log_secon
                 progress.update()
                 continue
             scored += [int(i) for i in batch["index"].numpy()]
-            outputs = model(batch["image"])
+            outputs = predict(batch["image"])
             for metric in metrics:
                 metric.update(batch["image"] if metric.source == "input" else outputs, batch["target"])
+            prediction = select_output(outputs, primary_output)
             for callback in on_batch:
-                callback(batch, outputs)
+                callback(batch, outputs, prediction)
             progress.update()
             if log_progress and time.perf_counter() - last_log > log_seconds:
                 logger.info("eval %s", progress.line())
                 last_log = time.perf_counter()
-    if was_training:
-        model.train()
     results = {}
     for metric in metrics:
         results.update(metric.compute(all_reduce_sums(metric.sums(), world_size)))
@@ -111,22 +110,21 @@ def evaluate_config(cfg, weights, ema=False, report_dir=None, save_images=False)
     ``report_dir/per_image.csv`` (left-out images as rows without values),
     and with ``save_images`` the outputs to ``report_dir/images/``.
     """
-    if not cfg.get("val_dataset") or not cfg.get("metrics"):
-        raise ValueError("evaluation needs 'val_dataset' and 'metrics' in the config")
-    runtime_options = options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime")
-    loader_options = options_from_dict(DataLoaderOptions, cfg.get("dataloader"), "dataloader")
-    runtime = setup_runtime(runtime_options.device, runtime_options.num_threads)
-    model = load_weights(builder.build(cfg["model"], MODELS, "model"), weights, ema=ema)
-    dataset = builder.build(cfg["val_dataset"], DATASETS, "val_dataset")
+    cfg = as_run_config(cfg)
+    cfg.require("val_dataset", "metrics", purpose="evaluation")
+    runtime = setup_runtime(cfg.runtime.device)
+    task = build_task(load_weights(cfg.build_model(), weights, ema=ema), tiling=cfg.get("tiling"))
+    dataset = cfg.build_dataset("val")
+    loader_options = cfg.dataloader
     sampler = EvalBatchSampler(
         len(dataset), loader_options.val_batch_size or loader_options.batch_size, runtime.rank, runtime.world_size
     )
-    metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg["metrics"])]
+    metrics = cfg.build_metrics()
     logger.info("evaluating %s on %d images", weights, len(dataset))
     loader = DataLoader(dataset, sampler, loader_options.num_workers)
     callbacks = [ImageSaver(os.path.join(report_dir, "images"), dataset)] if save_images and report_dir else []
-    result = evaluate(evaluation_model(model, cfg), loader, metrics, runtime.world_size, log_progress=True,
-                      on_batch=callbacks)
+    result = evaluate(task.predict, loader, metrics, runtime.world_size, log_progress=True, on_batch=callbacks,
+                      primary_output=task.info.primary_output)
     result.warn_left_out()
     per_image = [m.per_image() for m in metrics if m.per_image() is not None]
     if report_dir and per_image:

@@ -2,34 +2,34 @@
 
 import logging
 import os
-import sys
 import time
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+from ..runtime import LOG_FORMAT
 
 
-def setup_logging(output_dir=None, is_main=True, filename="train.log"):
-    """Log INFO to the console (and to ``output_dir/filename``) on the main process.
+class RunLog:
+    """Copies the package's log records to ``<output_dir>/<filename>`` until :meth:`close`.
 
-    Other processes log warnings only, so N processes don't print N copies.
+    Attached to the ``ppuhd`` logger only (whose level it lowers to INFO while
+    open, and restores): the process's own logging setup is left alone.
     """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(logging.INFO if is_main else logging.WARNING)
-    formatter = logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S")
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(formatter)
-    root.addHandler(console)
-    if output_dir and is_main:
+
+    def __init__(self, output_dir, filename="train.log"):
         os.makedirs(output_dir, exist_ok=True)
-        file_handler = logging.FileHandler(os.path.join(output_dir, filename), encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(file_handler)
-    # Paddle and VisualDL install their own handlers/levels; keep their chatter out.
-    for noisy in ("paddle", "visualdl", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.path = os.path.join(output_dir, filename)
+        self.handler = logging.FileHandler(self.path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.logger = logging.getLogger("ppuhd")
+        self.level = self.logger.level
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self.handler)
+
+    def close(self):
+        if self.handler in self.logger.handlers:
+            self.logger.removeHandler(self.handler)
+            self.logger.setLevel(self.level)
+        self.handler.close()
 
 
 def format_duration(seconds):
@@ -105,3 +105,4 @@ class VisualDLWriter:
     def close(self):
         if self.writer:
             self.writer.close()
+            self.writer = None

@@ -13,14 +13,9 @@ from ..data.image_io import write_image
 from ..metrics.image_quality import quantize
 
 
-def first_output(outputs):
-    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-
-
-def is_image_batch(outputs, target):
-    """True when the (first) output is a batch of images shaped like the target."""
-    output = first_output(outputs)
-    return output.ndim == 4 and target.ndim == 4 and list(output.shape) == list(target.shape)
+def is_image_batch(prediction, target):
+    """True when the prediction is a batch of images shaped like the target."""
+    return prediction.ndim == 4 and target.ndim == 4 and list(prediction.shape) == list(target.shape)
 
 
 def to_uint8_images(tensor):
@@ -36,8 +31,8 @@ class ImageSaver:
         self.dataset = dataset
         os.makedirs(folder, exist_ok=True)
 
-    def __call__(self, batch, outputs):
-        for index, image in zip(batch["index"].numpy(), to_uint8_images(first_output(outputs))):
+    def __call__(self, batch, outputs, prediction):
+        for index, image in zip(batch["index"].numpy(), to_uint8_images(prediction)):
             stem = os.path.splitext(self.dataset.name(int(index)))[0]
             write_image(os.path.join(self.folder, stem + ".png"), image)
 
@@ -102,10 +97,10 @@ class PreviewCollector:
         self.count = count
         self.strips = []
 
-    def __call__(self, batch, outputs):
-        if len(self.strips) >= self.count or not is_image_batch(outputs, batch["target"]):
+    def __call__(self, batch, outputs, prediction):
+        if len(self.strips) >= self.count or not is_image_batch(prediction, batch["target"]):
             return
-        columns = [to_uint8_images(t) for t in (batch["image"], first_output(outputs), batch["target"])]
+        columns = [to_uint8_images(t) for t in (batch["image"], prediction, batch["target"])]
         for inputs, output, target in zip(*columns):
             if len(self.strips) < self.count:
                 self.strips.append(np.concatenate([inputs, output, target], axis=1))

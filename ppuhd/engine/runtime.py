@@ -1,6 +1,5 @@
-"""Device, CPU threads, processes and seeds."""
+"""Device, processes and seeds of a run (CPU threads and other process-wide settings: ``ppuhd.runtime``)."""
 
-import ctypes
 import dataclasses
 import logging
 import os
@@ -10,11 +9,9 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-logger = logging.getLogger(__name__)
+from ..registry import ConfigError
 
-# glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD = -1
-M_MMAP_MAX = -4
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -36,33 +33,27 @@ def gpu_available():
     return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 
 
-def available_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _choose_device(requested, local_rank):
     if requested == "auto":
         requested = "gpu" if gpu_available() else "cpu"
     if requested == "cpu":
         return "cpu"
     if not requested.startswith("gpu"):
-        raise ValueError(f"runtime.device must be auto, cpu, gpu or gpu:N, got {requested!r}")
+        raise ConfigError(f"runtime.device must be auto, cpu, gpu or gpu:N, got {requested!r}")
     if not gpu_available():
-        raise RuntimeError(
+        raise ConfigError(
             f"runtime.device is {requested!r}, but this Paddle has no usable GPU "
             f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use device: cpu or auto"
         )
     return requested if ":" in requested else f"gpu:{local_rank}"
 
 
-def setup_runtime(device="auto", num_threads=None):
-    """Select the device, set CPU threads and join the process group if launched with several.
+def setup_runtime(device="auto"):
+    """Select the device and join the process group if launched with several.
 
     Under ``python -m paddle.distributed.launch --nproc_per_node N``, each
-    process takes its own GPU (or, on CPU, an equal share of the cores).
+    process takes its own GPU (on CPU, ``ppuhd.runtime.configure`` gives each
+    an equal share of the cores).
     """
     world_size = dist.get_world_size()
     if world_size > 1 and not dist.is_initialized():
@@ -71,45 +62,7 @@ def setup_runtime(device="auto", num_threads=None):
     local_rank = int(os.environ.get("PADDLE_LOCAL_RANK", rank))
     chosen = _choose_device(device, local_rank)
     paddle.set_device(chosen)
-    if chosen == "cpu":
-        local_processes = int(os.environ.get("PADDLE_LOCAL_SIZE", world_size))
-        configure_cpu(num_threads or max(1, available_cores() // max(local_processes, 1)))
     return Runtime(device=chosen, rank=rank, world_size=world_size)
-
-
-def configure_cpu(num_threads=None):
-    """Make Paddle's eager CPU execution fast: threads and contiguous kernels.
-
-    Paddle's eager CPU kernels run single-threaded unless told otherwise. Its
-    strided views (transpose, slicing) make the next kernel gather through
-    strides, which on CPU cost more than copying: a ViT training step ran
-    2.5x faster here with them off. Results are identical either way.
-    """
-    threads = num_threads or available_cores()
-    paddle.base.core.set_num_threads(threads)
-    paddle.set_flags({"FLAGS_use_stride_kernel": False})
-    keep_freed_memory()
-    logger.debug("CPU threads per process: %d", threads)
-
-
-def keep_freed_memory():
-    """Let glibc reuse freed blocks instead of returning them to the OS.
-
-    Paddle's CPU tensors come straight from malloc. glibc serves blocks above
-    32 MiB with a fresh mmap and unmaps them on free, so every large tensor
-    (a convolution's im2col buffer at 4K is about 1 GB) is page-faulted in
-    anew: that took half the time of UHDFour's big convolutions here. Served
-    from the heap and kept there, they are reused: UHDFour at 4K ran 1.5x
-    faster. The heap fragments where mappings did not, so peak memory rises
-    somewhat (+0.4 GiB there), and the process keeps what it has used.
-    No-op outside glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_MAX, 0)
-        libc.mallopt(M_TRIM_THRESHOLD, -1)  # never give the top of the heap back
-    except (OSError, AttributeError):
-        pass
 
 
 def seed_everything(seed):

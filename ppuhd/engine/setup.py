@@ -10,23 +10,17 @@ import os
 
 import paddle
 
-from .. import builder
-from ..config import (
-    DataLoaderOptions,
-    RuntimeOptions,
-    TrainOptions,
-    options_from_dict,
-    save_config,
-)
+from ..config import as_run_config, save_config
 from ..data.loader import DataLoader
 from ..data.sampler import EvalBatchSampler, TrainBatchSampler
-from ..registry import DATASETS, LOSSES, LR_SCHEDULERS, METRICS, MODELS, OPTIMIZERS, TRANSFORMS, ConfigError, suggest
+from ..registry import ConfigError, suggest
 from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, find_state_dict, load_weights, read_checkpoint
 from .amp import MixedPrecision
 from .ema import ModelEMA
-from .logger import setup_logging
+from .logger import RunLog
 from .outputs import claim_run_dir
 from .runtime import seed_everything, setup_runtime
+from .tasks import build_task
 
 logger = logging.getLogger(__name__)
 
@@ -39,32 +33,39 @@ class TrainingSetup:
     """
 
     def __init__(self, cfg, continuing=False, overwrite=False):
-        self.cfg = cfg
-        self.train_options = options = options_from_dict(TrainOptions, cfg.get("train"), "train")
-        self.runtime_options = options_from_dict(RuntimeOptions, cfg.get("runtime"), "runtime")
-        self.loader_options = options_from_dict(DataLoaderOptions, cfg.get("dataloader"), "dataloader")
-        for section in ("train_dataset", "loss", "optimizer", "lr_scheduler"):
-            if not cfg.get(section):
-                raise ConfigError(f"training needs a {section!r} section in the config")
+        self.cfg = cfg = as_run_config(cfg)
+        self.train_options = options = cfg.train
+        self.runtime_options = cfg.runtime
+        self.loader_options = cfg.dataloader
+        cfg.require("train_dataset", "loss", "optimizer", "lr_scheduler", purpose="training")
 
-        self.runtime = setup_runtime(self.runtime_options.device, self.runtime_options.num_threads)
+        self.runtime = setup_runtime(self.runtime_options.device)
         self.output_dir = self.runtime_options.output_dir
         claim_run_dir(self.output_dir, continuing, overwrite, self.runtime.is_main)
-        setup_logging(self.output_dir, self.runtime.is_main)
+        self.run_log = RunLog(self.output_dir) if self.runtime.is_main else None
+        try:
+            self._build_components(cfg, options)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Stop copying the log to the run's train.log."""
+        if self.run_log is not None:
+            self.run_log.close()
+
+    def _build_components(self, cfg, options):
         if self.runtime.is_main:
             save_config(cfg, os.path.join(self.output_dir, "config.yml"))
         seed_everything(options.seed)
 
-        self.model = builder.build(cfg["model"], MODELS, "model")
+        self.model = cfg.build_model()
         if options.pretrained:
             load_weights(self.model, options.pretrained, exclude=options.pretrained_exclude)
             logger.info("initialised from %s", options.pretrained)
         self._build_data()
-        self.criterion = builder.build(cfg["loss"], LOSSES, "loss")
-        self.batch_transform = None
-        if cfg.get("batch_transform"):
-            self.batch_transform = builder.build(cfg["batch_transform"], TRANSFORMS, "batch_transform")
-        self.metrics = [builder.build(m, METRICS, f"metrics.{i}") for i, m in enumerate(cfg.get("metrics") or [])]
+        self.criterion, self.batch_transform = cfg.build_loss(), cfg.build_batch_transform()
+        self.metrics = cfg.build_metrics()
         self._check_best_metric()
 
         self.unit = "epoch" if options.epochs is not None else "iter"
@@ -77,20 +78,17 @@ class TrainingSetup:
         self.total_steps = options.epochs * self.steps_per_epoch if self.unit == "epoch" else options.iters
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.total_batch_size = self.loader_options.batch_size * self.runtime.world_size * options.accumulate_steps
-        self.scheduler = builder.build(
-            cfg["lr_scheduler"], LR_SCHEDULERS, "lr_scheduler", total_steps=self.total_steps,
-            steps_per_epoch=self.steps_per_epoch, total_batch_size=self.total_batch_size,
-        )
-        self.optimizer = builder.build(
-            cfg["optimizer"], OPTIMIZERS, "optimizer", model=self.model, learning_rate=self.scheduler
-        )
+        self.scheduler = cfg.build_scheduler(self.total_steps, self.steps_per_epoch, self.total_batch_size)
+        self.optimizer = cfg.build_optimizer(self.model, self.scheduler)
         self.amp = MixedPrecision(options.amp, self.runtime.on_gpu)
         self.model, self.optimizer = self.amp.decorate(self.model, self.optimizer)
         self.ema = None
         if options.ema is not None:
-            self.ema = ModelEMA(builder.build(cfg["model"], MODELS, "model"), self.model, options.ema.decay)
+            self.ema = ModelEMA(cfg.build_model(), self.model, options.ema.decay)
         # The network that runs the steps: wrapped for gradient averaging across processes.
         self.network = paddle.DataParallel(self.model) if self.runtime.world_size > 1 else self.model
+        self.task = build_task(self.model, self.criterion, self.batch_transform, self.train_dataset.describe,
+                               cfg.get("tiling"))
 
     def _check_best_metric(self):
         """``train.best_metric`` must be a reported metric (checked now, not after an epoch)."""
@@ -104,7 +102,7 @@ class TrainingSetup:
     def _build_data(self):
         cfg, options, loader = self.cfg, self.train_options, self.loader_options
         rank, world = self.runtime.rank, self.runtime.world_size
-        self.train_dataset = builder.build(cfg["train_dataset"], DATASETS, "train_dataset")
+        self.train_dataset = cfg.build_dataset("train")
         try:
             self.train_sampler = TrainBatchSampler(
                 len(self.train_dataset), loader.batch_size, rank, world, shuffle=True,
@@ -115,7 +113,7 @@ class TrainingSetup:
         self.train_loader = DataLoader(self.train_dataset, self.train_sampler, loader.num_workers)
         self.val_loader = None
         if cfg.get("val_dataset"):
-            self.val_dataset = builder.build(cfg["val_dataset"], DATASETS, "val_dataset")
+            self.val_dataset = cfg.build_dataset("val")
             sampler = EvalBatchSampler(
                 len(self.val_dataset), loader.val_batch_size or loader.batch_size, rank, world
             )

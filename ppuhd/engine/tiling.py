@@ -26,6 +26,7 @@ import paddle
 import paddle.nn as nn
 
 from ..config import TilingOptions, options_from_dict
+from ..contract import model_info, select_output
 from .logger import Progress
 
 logger = logging.getLogger(__name__)
@@ -48,10 +49,6 @@ def feather_window(tile, overlap):
     position = np.arange(tile, dtype=np.float32)
     distance = np.minimum(position, tile - 1 - position) + 1
     return np.minimum(distance / (overlap + 1), 1.0) if overlap > 0 else np.ones(tile, np.float32)
-
-
-def first_output(outputs):
-    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
 def _pad_to_multiple(image, multiple):
@@ -113,8 +110,8 @@ def tiled_forward(run, image, tile_size, stride=None, tile_batch=1, blend="avera
 class TiledModel(nn.Layer):
     """Wraps an image-to-image model so its forward runs tile by tile (inference only).
 
-    Returns the merged first output (the full-resolution image), one image of
-    the batch at a time; used by evaluation when a config has a ``tiling``
+    Returns the merged primary output (the full-resolution image), one image
+    of the batch at a time; used by evaluation when a config has a ``tiling``
     section. Args as :func:`tiled_forward`; ``multiple`` defaults to the
     model's ``input_multiple``.
     """
@@ -122,11 +119,12 @@ class TiledModel(nn.Layer):
     def __init__(self, model, tile_size, stride=None, tile_batch=1, blend="average", multiple=None, log_seconds=None):
         super().__init__()
         self.model = model
+        self.info = model_info(model)
         self.options = dict(tile_size=tile_size, stride=stride, tile_batch=tile_batch, blend=blend,
-                            multiple=multiple or getattr(model, "input_multiple", 1), log_seconds=log_seconds)
+                            multiple=multiple or self.info.input_multiple, log_seconds=log_seconds)
 
     def _run(self, tiles):
-        return first_output(self.model(paddle.to_tensor(tiles))).numpy()
+        return select_output(self.model(paddle.to_tensor(tiles)), self.info.primary_output).numpy()
 
     def forward(self, x):
         with paddle.no_grad():
@@ -142,9 +140,3 @@ def tiling_arguments(tiling, input_multiple=1):
     options = options_from_dict(TilingOptions, tiling, "tiling")
     return dict(tile_size=options.tile_size, stride=options.stride, tile_batch=options.tile_batch,
                 blend=options.blend, multiple=options.multiple or input_multiple)
-
-
-def evaluation_model(model, cfg):
-    """``model`` as evaluation runs it: wrapped in ``TiledModel`` when ``cfg`` has a ``tiling`` section."""
-    arguments = tiling_arguments(cfg.get("tiling"), getattr(model, "input_multiple", 1))
-    return model if arguments is None else TiledModel(model, **arguments, log_seconds=30.0)

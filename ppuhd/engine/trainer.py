@@ -4,14 +4,13 @@ Construction (model, data, optimizer, ...) is in ``setup.py``; this file
 holds only what happens while training runs.
 """
 
-import contextlib
+import functools
 import logging
 import math
 import os
 import time
 
 import numpy as np
-import paddle
 
 from .checkpoint import (
     CheckpointError,
@@ -27,7 +26,6 @@ from .logger import Progress, VisualDLWriter, format_duration
 from .reports import PreviewCollector, write_json
 from .runtime import step_seed
 from .setup import TrainingSetup
-from .tiling import evaluation_model
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +53,16 @@ class Trainer:
         self.best = None  # {'metric', 'value', 'step'} of the best evaluation so far
         self.history = []
         if resume:
-            self._resume(resume)
+            try:
+                self._resume(resume)
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self):
+        """Flush VisualDL and stop copying the log to train.log (``run`` does this when it ends)."""
+        self.vdl.close()
+        self.setup.close()
 
     # ------------------------------------------------------------------ resume
     def _resume(self, resume):
@@ -94,36 +101,17 @@ class Trainer:
 
     # ------------------------------------------------------------------- steps
     def _train_step(self, micro_batches):
-        """One optimizer step over ``accumulate_steps`` micro-batches; returns the mean loss."""
+        """One optimizer step over ``accumulate_steps`` micro-batches (the task's step), then the schedule and EMA."""
         s = self.setup
         seed = step_seed(self.options.seed, s.runtime.rank, self.step)
-        paddle.seed(seed)
-        s.network.train()
-        losses = []
-        for i, batch in enumerate(micro_batches):
-            if s.batch_transform is not None:
-                batch = s.batch_transform(batch, np.random.default_rng([seed, i]))
-            last = i == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or s.runtime.world_size == 1 else s.network.no_sync()
-            with sync:
-                with s.amp.autocast():
-                    outputs = s.network(batch["image"])
-                    # A distillation loss also gets the (mixed) images, for its teacher.
-                    extra = (batch["image"],) if getattr(s.criterion, "needs_inputs", False) else ()
-                    loss = s.criterion(outputs, batch["target"], *extra)
-                s.amp.backward(loss / len(micro_batches))
-            losses.append(float(loss))
-        if not all(math.isfinite(v) for v in losses):
-            files = [s.train_dataset.describe(int(i)) for batch in micro_batches for i in batch["index"].numpy()]
-            raise FloatingPointError(
-                f"the loss became {losses} at step {self.step}, on a batch of {'; '.join(files)}; "
-                "lower the learning rate, enable gradient clipping (optimizer.grad_clip_norm) or check these images"
-            )
-        s.amp.step(s.optimizer)
+        try:
+            result = s.task.train_step(s.network, s.optimizer, s.amp, micro_batches, seed, s.runtime.world_size)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"step {self.step}: {err}") from None
         s.scheduler.step()
         if s.ema is not None:
             s.ema.update(s.model)
-        return float(np.mean(losses))
+        return result
 
     def _epoch_batches(self, epoch, first_step):
         """Groups of ``accumulate_steps`` batches for the optimizer steps of ``epoch`` from ``first_step``."""
@@ -136,6 +124,12 @@ class Trainer:
 
     # -------------------------------------------------------------------- loop
     def run(self):
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self):
         s = self.setup
         logger.info(
             "training %s for %d steps (%d per epoch; total batch %d) on %s with %d process(es); output: %s",
@@ -143,20 +137,20 @@ class Trainer:
             s.runtime.world_size, self.output_dir,
         )
         progress = Progress(s.total_steps - self.step, unit="step")
-        window_loss, window_samples, window_start = [], 0, time.perf_counter()
+        window, window_samples, window_start = [], 0, time.perf_counter()
         while self.step < s.total_steps:
             epoch, first = divmod(self.step, s.steps_per_epoch)
             skipped = 0
             for micro in self._epoch_batches(epoch, first):
-                window_loss.append(self._train_step(micro))
+                window.append(self._train_step(micro))
                 window_samples += sum(int(b["image"].shape[0]) for b in micro) * s.runtime.world_size
                 skipped += sum(int(b["skipped"].sum()) for b in micro)
                 self.step += 1
                 progress.update()
                 if self.step % self.options.log_interval == 0 or self.step == s.total_steps:
                     elapsed = time.perf_counter() - window_start
-                    self._log_step(epoch, float(np.mean(window_loss)), window_samples / elapsed, progress)
-                    window_loss, window_samples, window_start = [], 0, time.perf_counter()
+                    self._log_step(epoch, window, window_samples / elapsed, progress)
+                    window, window_samples, window_start = [], 0, time.perf_counter()
                 if s.unit == "iter":
                     self._at_boundary(self.step)
                 if self.step == s.total_steps:
@@ -165,18 +159,24 @@ class Trainer:
                 logger.warning("epoch %d: %d unreadable image(s) were skipped (see warnings above)", epoch + 1, skipped)
             if s.unit == "epoch" and self.step % s.steps_per_epoch == 0:
                 self._at_boundary(self.step // s.steps_per_epoch)
-        self.vdl.close()
         return self._summary() if s.runtime.is_main else None
 
-    def _log_step(self, epoch, loss, samples_per_second, progress):
+    def _log_step(self, epoch, results, samples_per_second, progress):
+        """The mean loss and loss terms of the steps since the last line: console, train.log, VisualDL."""
         s = self.setup
         lr = s.optimizer.get_lr()
+        loss = float(np.mean([r.loss for r in results]))
+        terms = {name: float(np.mean([r.terms[name] for r in results])) for name in results[0].terms}
+        shown = "" if len(terms) < 2 else " (" + ", ".join(f"{name} {value:.4f}" for name, value in terms.items()) + ")"
         logger.info(
-            "epoch %d/%d step %d/%d loss %.4f lr %.3e %.1f img/s eta %s",
-            epoch + 1, s.total_epochs, self.step, s.total_steps, loss, lr, samples_per_second,
+            "epoch %d/%d step %d/%d loss %.4f%s lr %.3e %.1f img/s eta %s",
+            epoch + 1, s.total_epochs, self.step, s.total_steps, loss, shown, lr, samples_per_second,
             format_duration(progress.eta),
         )
         self.vdl.scalar("train/loss", loss, self.step)
+        if len(terms) > 1:
+            for name, value in terms.items():
+                self.vdl.scalar(f"train/loss_{name}", value, self.step)
         self.vdl.scalar("train/lr", lr, self.step)
 
     def _at_boundary(self, count):
@@ -204,8 +204,8 @@ class Trainer:
         results, notes = {}, {}
         if s.val_loader is not None and s.metrics:
             preview = PreviewCollector(self.options.preview_images)
-            evaluation = evaluate(evaluation_model(s.model, self.setup.cfg), s.val_loader, s.metrics,
-                                  s.runtime.world_size, on_batch=[preview])
+            evaluation = evaluate(s.task.predict, s.val_loader, s.metrics, s.runtime.world_size, on_batch=[preview],
+                                  primary_output=s.task.info.primary_output)
             self._write_preview(preview.grid())
             results = dict(evaluation.metrics)
             evaluation.warn_left_out(f"validation at step {self.step}")
@@ -213,7 +213,7 @@ class Trainer:
                 notes["left_out"] = evaluation.left_out
             self._warn_non_finite(evaluation, "")
             if s.ema is not None:
-                ema = evaluate(evaluation_model(s.ema.model, self.setup.cfg), s.val_loader, s.metrics,
+                ema = evaluate(functools.partial(s.task.predict, model=s.ema.model), s.val_loader, s.metrics,
                                s.runtime.world_size)
                 results.update({f"ema_{k}": v for k, v in ema.metrics.items()})
                 self._warn_non_finite(ema, "EMA ")

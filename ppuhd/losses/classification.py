@@ -1,14 +1,14 @@
 """Classification losses."""
 
 import paddle
-import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..registry import LOSSES
+from .base import Loss
 
 
 @LOSSES.register()
-class CrossEntropyLoss(nn.Layer):
+class CrossEntropyLoss(Loss):
     """Cross-entropy on class indices, with optional label smoothing.
 
     With smoothing s: ``(1 - s) * nll + s * mean_over_classes(-log p)``, as
@@ -32,7 +32,7 @@ class CrossEntropyLoss(nn.Layer):
 
 
 @LOSSES.register()
-class SoftTargetCrossEntropy(nn.Layer):
+class SoftTargetCrossEntropy(Loss):
     """Cross-entropy against a probability distribution per sample (after Mixup/CutMix)."""
 
     def forward(self, logits, target):

@@ -16,17 +16,17 @@ neither saved in the student's checkpoints nor exported.
 """
 
 import paddle
-import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..registry import LOSSES
 from ..weights import load_weights
+from .base import Loss, total_of
 
 DISTILLATION_TYPES = ("none", "soft", "hard")
 
 
 @LOSSES.register(argument_kinds={"teacher": "models"})
-class DistillationLoss(nn.Layer):
+class DistillationLoss(Loss):
     """Args:
         base: the loss on the class head (e.g. SoftTargetCrossEntropy after Mixup).
         teacher: the teacher model (a model config, built by the builder);
@@ -36,8 +36,6 @@ class DistillationLoss(nn.Layer):
         alpha: weight of the distillation term (official default 0.5).
         tau: softmax temperature of soft distillation (official default 1.0).
     """
-
-    needs_inputs = True  # the trainer passes the batch images, for the teacher
 
     def __init__(self, base, teacher=None, teacher_weights=None, distillation_type="hard", alpha=0.5, tau=1.0):
         super().__init__()
@@ -67,14 +65,21 @@ class DistillationLoss(nn.Layer):
         with paddle.no_grad():
             return self.teacher(inputs)
 
+    def terms(self, outputs, batch):
+        """``base`` (weighted 1 - alpha) and ``distillation`` (weighted alpha); the teacher sees ``batch['image']``."""
+        return self._weighted(outputs, batch["target"], batch["image"])
+
     def forward(self, outputs, target, inputs):
+        return total_of(self._weighted(outputs, target, inputs))
+
+    def _weighted(self, outputs, target, inputs):
         if isinstance(outputs, (tuple, list)):
             cls_logits, dist_logits = outputs
         else:
             cls_logits, dist_logits = outputs, None
         base_loss = self.base(cls_logits, target)
         if self.distillation_type == "none":
-            return base_loss
+            return {"base": base_loss}
         if dist_logits is None:
             raise ValueError("distillation needs a model that returns (class logits, distillation logits) "
                              "in training, such as a deit_*_distilled_* model")
@@ -86,4 +91,4 @@ class DistillationLoss(nn.Layer):
             distill = kl * (self.tau * self.tau) / dist_logits.numel().astype(kl.dtype)
         else:
             distill = F.cross_entropy(dist_logits, teacher.argmax(axis=1))
-        return base_loss * (1 - self.alpha) + distill * self.alpha
+        return {"base": base_loss * (1 - self.alpha), "distillation": distill * self.alpha}

@@ -17,16 +17,14 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..contract import select_output
 from ..registry import LOSSES
 from ..weights import check_state_dict, find_state_dict, read_checkpoint
-
-
-def _select(outputs, index=0):
-    return outputs[index] if isinstance(outputs, (tuple, list)) else outputs
+from .base import Loss, total_of
 
 
 @LOSSES.register()
-class SmoothL1Loss(nn.Layer):
+class SmoothL1Loss(Loss):
     """Huber-like loss, PyTorch's ``smooth_l1_loss`` (``beta``: where it turns from squared to linear)."""
 
     def __init__(self, beta=1.0):
@@ -34,20 +32,20 @@ class SmoothL1Loss(nn.Layer):
         self.beta = beta
 
     def forward(self, prediction, target):
-        diff = (_select(prediction) - target).abs()
+        diff = (select_output(prediction) - target).abs()
         return paddle.where(diff < self.beta, 0.5 * diff * diff / self.beta, diff - 0.5 * self.beta).mean()
 
 
 @LOSSES.register()
-class L1Loss(nn.Layer):
+class L1Loss(Loss):
     def forward(self, prediction, target):
-        return (_select(prediction) - target).abs().mean()
+        return (select_output(prediction) - target).abs().mean()
 
 
 @LOSSES.register()
-class MSELoss(nn.Layer):
+class MSELoss(Loss):
     def forward(self, prediction, target):
-        return ((_select(prediction) - target) ** 2).mean()
+        return ((select_output(prediction) - target) ** 2).mean()
 
 
 def gaussian_window(size=11, sigma=1.5):
@@ -58,13 +56,15 @@ def gaussian_window(size=11, sigma=1.5):
 
 
 @functools.lru_cache(maxsize=8)
-def _band_matrix(length, window_size, sigma):
+def _band_matrix(length, window_size, sigma, device, dtype):
     """(length, length) matrix M with ``(t @ M)[..., j] = sum_k window[k] t[..., j + k - r]`` for the
-    Gaussian ``window``, taps beyond the edges dropped (zero padding). Cached: training crops share sizes."""
+    Gaussian ``window``, taps beyond the edges dropped (zero padding), on ``device`` (the current
+    one, where it is built) as ``dtype``. Cached: training crops share sizes."""
     window, size = gaussian_window(window_size, sigma), window_size
     offsets = paddle.arange(length).unsqueeze(1) - paddle.arange(length).unsqueeze(0) + size // 2
     inside = (offsets >= 0) & (offsets < size)
-    return paddle.where(inside, paddle.gather(window, offsets.clip(0, size - 1).flatten()).reshape(offsets.shape), 0.0)
+    band = paddle.where(inside, paddle.gather(window, offsets.clip(0, size - 1).flatten()).reshape(offsets.shape), 0.0)
+    return band.astype(dtype)
 
 
 def ssim(x, y, window_size=11, sigma=1.5):
@@ -79,8 +79,9 @@ def ssim(x, y, window_size=11, sigma=1.5):
     gradient took a third of a UHDFour training step, and products run on
     every core.
     """
-    along_width = _band_matrix(x.shape[-1], window_size, sigma)
-    along_height = _band_matrix(x.shape[-2], window_size, sigma)
+    device, dtype = paddle.get_device(), str(x.dtype).replace("paddle.", "")
+    along_width = _band_matrix(x.shape[-1], window_size, sigma, device, dtype)
+    along_height = _band_matrix(x.shape[-2], window_size, sigma, device, dtype)
 
     def blur(t):
         return paddle.matmul(along_height, paddle.matmul(t, along_width), transpose_x=True)
@@ -95,7 +96,7 @@ def ssim(x, y, window_size=11, sigma=1.5):
 
 
 @LOSSES.register()
-class SSIMLoss(nn.Layer):
+class SSIMLoss(Loss):
     """``1 - SSIM`` (Gaussian window ``window_size``, ``sigma``); see ``ssim``."""
 
     def __init__(self, window_size=11, sigma=1.5):
@@ -103,7 +104,7 @@ class SSIMLoss(nn.Layer):
         self.window_size, self.sigma = window_size, sigma
 
     def forward(self, prediction, target):
-        return 1.0 - ssim(_select(prediction), target, self.window_size, self.sigma)
+        return 1.0 - ssim(select_output(prediction), target, self.window_size, self.sigma)
 
 
 # torchvision's VGG19 ``features``: convolution widths, 'M' for max pooling.
@@ -148,7 +149,7 @@ class VGG19Features(nn.Layer):
 
 
 @LOSSES.register()
-class PerceptualLoss(nn.Layer):
+class PerceptualLoss(Loss):
     """MSE between VGG19 features of prediction and target, as UHDFour (conv4_4, before its ReLU).
 
     Args:
@@ -188,20 +189,22 @@ class PerceptualLoss(nn.Layer):
     def forward(self, prediction, target):
         with paddle.no_grad():
             target_features = self.features(target)
-        return ((self.features(_select(prediction)) - target_features) ** 2).mean()
+        return ((self.features(select_output(prediction)) - target_features) ** 2).mean()
 
 
 @LOSSES.register()
-class CombinedLoss(nn.Layer):
+class CombinedLoss(Loss):
     """A weighted sum of losses, each on one model output.
 
     Args:
-        terms: list of ``{loss: {type: ...}, weight: w, output: i}``; ``output``
-            (default 0) picks the model output the term scores, and the target
-            is resized bilinearly to that output's size when they differ.
+        terms: list of ``{loss: {type: ...}, weight: w, output: i, name: n}``;
+            ``output`` (default 0) picks the model output the term scores, and
+            the target is resized bilinearly to that output's size when they
+            differ; ``name`` is the term's name in the logs (default: the
+            loss's class and output, e.g. ``SmoothL1Loss_out1``).
     """
 
-    TERM_KEYS = ("loss", "weight", "output")
+    TERM_KEYS = ("loss", "weight", "output", "name")
 
     def __init__(self, terms):
         super().__init__()
@@ -210,17 +213,28 @@ class CombinedLoss(nn.Layer):
         for i, term in enumerate(terms):
             unknown = set(term) - set(self.TERM_KEYS)
             if unknown or "loss" not in term:
-                raise ValueError(f"term {i} must have 'loss' and optionally 'weight', 'output'; got {sorted(term)}")
+                raise ValueError(f"term {i} must have 'loss' and optionally 'weight', 'output', 'name'; "
+                                 f"got {sorted(term)}")
         self.losses = nn.LayerList([term["loss"] for term in terms])
         self.weights = [float(term.get("weight", 1.0)) for term in terms]
         self.outputs = [int(term.get("output", 0)) for term in terms]
+        self.names = [term.get("name") or f"{type(term['loss']).__name__}_out{index}"
+                      for term, index in zip(terms, self.outputs)]
+        if len(set(self.names)) < len(self.names):
+            raise ValueError(f"two terms have the same name ({self.names}); give them distinct 'name's")
 
-    def forward(self, outputs, target):
-        total = 0.0
-        for loss, weight, index in zip(self.losses, self.weights, self.outputs):
-            prediction = _select(outputs, index)
+    def _weighted(self, outputs, target):
+        terms = {}
+        for name, loss, weight, index in zip(self.names, self.losses, self.weights, self.outputs):
+            prediction = select_output(outputs, index)
             scaled = target
             if prediction.shape[-2:] != target.shape[-2:]:
                 scaled = F.interpolate(target, size=prediction.shape[-2:], mode="bilinear", align_corners=False)
-            total = total + weight * loss(prediction, scaled)
-        return total
+            terms[name] = weight * loss(prediction, scaled)
+        return terms
+
+    def terms(self, outputs, batch):
+        return self._weighted(outputs, batch["target"])
+
+    def forward(self, outputs, target):
+        return total_of(self._weighted(outputs, target))

@@ -1,5 +1,7 @@
 """The metric interface: additive sums per process, combined at the end."""
 
+from ..contract import select_output
+
 
 class Metric:
     """Accumulates additive statistics over batches.
@@ -27,7 +29,7 @@ class Metric:
         self.source = source
 
     def select(self, outputs):
-        return outputs[self.output_index] if isinstance(outputs, (tuple, list)) else outputs
+        return select_output(outputs, self.output_index)
 
     @property
     def names(self):

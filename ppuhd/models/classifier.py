@@ -13,6 +13,7 @@ linear probe on a frozen backbone::
 
 import paddle.nn as nn
 
+from ..contract import model_info
 from ..registry import HEADS, MODELS
 from .layers import trunc_normal_
 
@@ -23,6 +24,7 @@ class LinearClsHead(nn.Layer):
 
     def __init__(self, in_features, num_classes, dropout=0.0):
         super().__init__()
+        self.num_classes = num_classes
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(in_features, num_classes)
         trunc_normal_(self.fc.weight)
@@ -40,6 +42,7 @@ class ImageClassifier(nn.Layer):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.info = model_info(backbone).with_updates(num_classes=head.num_classes)
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             for param in backbone.parameters():

@@ -8,6 +8,7 @@ as the convolutional teacher, as DeiT uses a RegNetY on ImageNet.
 
 import paddle.nn as nn
 
+from ..contract import ModelInfo
 from ..registry import BACKBONES, MODELS
 from .layers import torch_default_init_
 
@@ -31,6 +32,7 @@ class ConvNet(nn.Layer):
         self.features = nn.Sequential(*layers)
         self.num_features = channels
         self.head = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.info = ModelInfo("classification", num_classes)  # any input size
         for layer in self.sublayers():
             if isinstance(layer, (nn.Conv2D, nn.Linear)):
                 torch_default_init_(layer)

@@ -25,7 +25,8 @@ import paddle.nn as nn
 from ..registry import MODELS
 from .layers import trunc_normal_
 from .variants import register_variant
-from .vit import VisionTransformer
+from .preprocessing import resize_and_center_crop
+from .vit import VisionTransformer, _side
 
 EVAL_HEADS = ("avg", "cls", "dist", "all")
 
@@ -79,8 +80,13 @@ DEIT_SIZES = {
 }
 DEIT_VARIANTS = [("tiny", 224), ("small", 224), ("base", 224), ("base", 384)]
 
+def _deit_evaluation(model):
+    """DeiT's evaluation (``datasets.py``): shorter side to size / 0.875, bicubic, centre crop."""
+    return {"eval_transforms": resize_and_center_crop(_side(model.patch_embed.img_size))}
+
+
 for _size, _res in DEIT_VARIANTS:
-    register_variant(f"deit_{_size}_patch16_{_res}", VisionTransformer, img_size=_res, patch_size=16,
-                     **DEIT_SIZES[_size])
-    register_variant(f"deit_{_size}_distilled_patch16_{_res}", DistilledVisionTransformer, img_size=_res,
+    register_variant(f"deit_{_size}_patch16_{_res}", VisionTransformer, info=_deit_evaluation, img_size=_res,
                      patch_size=16, **DEIT_SIZES[_size])
+    register_variant(f"deit_{_size}_distilled_patch16_{_res}", DistilledVisionTransformer, info=_deit_evaluation,
+                     img_size=_res, patch_size=16, **DEIT_SIZES[_size])

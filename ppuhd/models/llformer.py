@@ -83,9 +83,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..contract import ModelInfo
 from ..paddle_compat import PixelUnshuffle, is_traced, reflect_pad_to_multiple
 from ..registry import MODELS
 from .layers import torch_default_init_
+from .preprocessing import WHOLE_IMAGE
 from .variants import register_variant
 
 # Four 2x downsamplings: the network needs sides divisible by 16.
@@ -421,9 +423,6 @@ class LLFormer(nn.Layer):
             (at least one row or column per chunk).
     """
 
-    task = "enhancement"  # for export and inference: outputs are images
-    input_multiple = SIZE_MULTIPLE  # the network's own size multiple (forward pads to it)
-
     def __init__(
         self,
         inp_channels=3,
@@ -440,6 +439,7 @@ class LLFormer(nn.Layer):
         attn_budget_mb=DEFAULT_ATTN_BUDGET_MB,
     ):
         super().__init__()
+        self.info = ModelInfo("enhancement", input_multiple=SIZE_MULTIPLE, eval_transforms=WHOLE_IMAGE)
         self.skip = skip
 
         def stage(width, num_heads, depth):

@@ -59,8 +59,10 @@ import numpy as np
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..contract import ModelInfo
 from ..registry import BACKBONES, MODELS
 from .layers import DropPath
+from .preprocessing import resize_and_center_crop
 from .variants import register_variant
 
 BN_EPS = 1e-5
@@ -217,6 +219,8 @@ class RegNet(nn.Layer):
                 f"(widths {widths})"
             )
         self.num_classes = num_classes
+        # timm's pretrained_cfg for RegNet: 224, shorter side to 256 (crop 0.875), bicubic
+        self.info = ModelInfo("classification", num_classes, (224, 224), eval_transforms=resize_and_center_crop(224))
         self.stem = ConvNormAct(in_chans, stem_width, 3, stride=2)
         total = sum(depths)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]

@@ -101,9 +101,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..contract import ModelInfo
 from ..paddle_compat import LeakyReLU, is_static_size, pixel_unshuffle, reflect_pad_to_multiple, resize_bilinear
 from ..registry import MODELS
 from .layers import torch_default_init_
+from .preprocessing import WHOLE_IMAGE
 from .variants import register_variant
 
 # --------------------------------------------------------------------------
@@ -432,7 +434,6 @@ class UHDFour(nn.Layer):
             False runs the network as the original (sides must be multiples).
     """
 
-    task = "enhancement"  # for export and inference: outputs are images
 
     def __init__(
         self, factor=8, extract_channels=8, low_channels=192, fuse_channels=16, deep_high=False, pad_input=True
@@ -443,7 +444,7 @@ class UHDFour(nn.Layer):
         if low_channels % 4:
             raise ValueError(f"low_channels must be a multiple of 4 (half instance norms of halves), got {low_channels}")
         self.factor = factor
-        self.input_multiple = factor  # the network's own size multiple (forward pads to it)
+        self.info = ModelInfo("enhancement", input_multiple=factor, eval_transforms=WHOLE_IMAGE)
         self.pad_input = pad_input
         self._down_kernel = _downsample_kernel(factor)
         self.extract = nn.Conv2D(3, extract_channels, 1)

@@ -19,9 +19,11 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ..contract import ModelInfo
 from ..paddle_compat import Linear, as_float32, is_static_size
 from ..registry import BACKBONES, MODELS
 from .layers import DropPath, torch_default_init_, trunc_normal_
+from .preprocessing import resize_whole
 from .variants import register_variant
 
 
@@ -205,6 +207,8 @@ class VisionTransformer(nn.Layer):
         self.norm = nn.LayerNorm(embed_dim, epsilon=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.info = ModelInfo("classification", num_classes, self.patch_embed.img_size,
+                              eval_transforms=resize_whole(_side(self.patch_embed.img_size)))
         self.init_weights()
 
     def init_weights(self):
@@ -284,6 +288,11 @@ class VisionTransformer(nn.Layer):
 
 def _pair(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _side(size):
+    """A square (H, W) as its side (as the configs write sizes), other sizes as [H, W]."""
+    return size[0] if size[0] == size[1] else list(size)
 
 
 MODELS.register(VisionTransformer)
