@@ -38,7 +38,7 @@ def make_pairs(root, names=("a", "b", "c"), size=(20, 16), input_ext=".jpg", tar
 
 # ------------------------------------------------------------------ datasets
 def test_pairs_match_by_file_stem_without_a_list_file(tmp_path):
-    root = make_pairs(tmp_path / "UHD-LL" / "testing_set")
+    make_pairs(tmp_path / "UHD-LL" / "testing_set")
     dataset = UHDLL(str(tmp_path / "UHD-LL"), split="test")
     assert len(dataset) == 3 and dataset.name(1) == "b.jpg"
     sample = dataset[0]
