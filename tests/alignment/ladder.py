@@ -1,0 +1,126 @@
+"""The reproduction ladder of Paddle's reproduction guide, as checks against the official code.
+
+A check is a function registered with :func:`rung` for one step of the ladder
+and one model family. It reads golden fixtures (written by the official code,
+see ``tests/fixtures/README.md``) through :func:`fixture` and returns the
+comparisons it made as :class:`Result` rows: what was compared, the measured
+difference and the tolerance it must stay within. ``tests/test_alignment.py``
+asserts every row; ``tools/check_alignment.py`` prints them as a table.
+
+Check modules register themselves on import; :data:`CHECK_MODULES` lists them.
+"""
+
+import dataclasses
+import importlib
+import os
+from typing import Callable, List
+
+STEPS = ("forward", "data", "metric", "loss", "optimizer", "lr", "backward", "train")
+FAMILIES = ("ViT", "DeiT", "RegNetY", "UHDFour", "LLFormer")
+CHECK_MODULES = ()  # filled as check modules are added: e.g. "tests.alignment.schedules"
+
+FIXTURES_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One comparison: ``diff`` (how far from the reference, in the units ``measure`` names) <= ``tolerance``."""
+
+    step: str
+    family: str
+    case: str
+    diff: float
+    tolerance: float
+    measure: str = "max abs"
+    note: str = ""
+
+    @property
+    def passed(self):
+        return bool(self.diff <= self.tolerance)  # NaN fails
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    step: str
+    family: str
+    function: Callable[[], List[Result]]
+
+    @property
+    def name(self):
+        return f"{self.step}-{self.family}-{self.function.__name__}"
+
+    def run(self):
+        results = list(self.function())
+        if not results:
+            raise AssertionError(f"{self.name} compared nothing")
+        for result in results:
+            if (result.step, result.family) != (self.step, self.family):
+                raise AssertionError(f"{self.name} returned a row for {result.step}/{result.family}")
+        return results
+
+
+CHECKS: List[Check] = []
+_fixtures_root = FIXTURES_ROOT
+
+
+def rung(step, family):
+    """Register a check of ``step`` for ``family``; the function returns a list of :class:`Result`."""
+    if step not in STEPS or family not in FAMILIES:
+        raise ValueError(f"unknown step {step!r} or family {family!r}")
+
+    def register(function):
+        CHECKS.append(Check(step, family, function))
+        return function
+
+    return register
+
+
+def result(step, family):
+    """A row maker bound to one step and family: ``row(case, diff, tolerance, measure=..., note=...)``."""
+
+    def row(case, diff, tolerance, measure="max abs", note=""):
+        return Result(step, family, case, float(diff), float(tolerance), measure, note)
+
+    return row
+
+
+def use_fixtures(root):
+    """Read fixtures from ``root`` (freshly regenerated ones) instead of ``tests/fixtures``."""
+    global _fixtures_root
+    _fixtures_root = os.path.abspath(root)
+
+
+def fixture(*parts):
+    """Path of a fixture file under the fixtures root; FileNotFoundError naming how it is made if absent."""
+    path = os.path.join(_fixtures_root, *parts)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"missing fixture {path}: see tests/fixtures/README.md for how it is produced")
+    return path
+
+
+def load_checks():
+    """Import every check module (they register on import); the registered checks in ladder order."""
+    for module in CHECK_MODULES:
+        importlib.import_module(module)
+    order = {s: i for i, s in enumerate(STEPS)}
+    families = {f: i for i, f in enumerate(FAMILIES)}
+    return sorted(CHECKS, key=lambda c: (order[c.step], families[c.family]))
+
+
+def max_abs(a, b):
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {a.shape} vs {b.shape}")
+    return float(np.abs(a - b).max()) if a.size else 0.0
+
+
+def relative_l2(a, b):
+    """||a - b|| / ||b||, 0 when both are zero."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.linalg.norm(b)
+    diff = np.linalg.norm(a - b)
+    return float(diff / scale) if scale else float(diff)
