@@ -8,6 +8,8 @@ difference and the tolerance it must stay within. ``tests/test_alignment.py``
 asserts every row; ``tools/check_alignment.py`` prints them as a table.
 
 Check modules register themselves on import; :data:`CHECK_MODULES` lists them.
+Each also declares, with :func:`generated_by`, the fixture scripts its
+references come from, so the tool can regenerate them with the official code.
 """
 
 import dataclasses
@@ -59,7 +61,17 @@ class Check:
         return results
 
 
+@dataclasses.dataclass(frozen=True)
+class Generator:
+    """A fixture script (under tests/fixtures/) run with PyTorch: ``script --out DIR [--official CHECKOUT]``."""
+
+    script: str
+    folder: str  # its output folder under the fixtures root
+    official: str = ""  # which official checkout it imports: deit, uhdfour, llformer (or none)
+
+
 CHECKS: List[Check] = []
+GENERATORS: List[Generator] = []
 _fixtures_root = FIXTURES_ROOT
 
 
@@ -73,6 +85,15 @@ def rung(step, family):
         return function
 
     return register
+
+
+def generated_by(script, folder, official=""):
+    """Declare that fixtures in ``folder`` come from ``tests/fixtures/<script>``."""
+    if official not in ("", "deit", "uhdfour", "llformer"):
+        raise ValueError(f"unknown official checkout {official!r}")
+    generator = Generator(script, folder, official)
+    if generator not in GENERATORS:
+        GENERATORS.append(generator)
 
 
 def result(step, family):
