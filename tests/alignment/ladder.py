@@ -19,7 +19,22 @@ from typing import Callable, List
 
 STEPS = ("forward", "data", "metric", "loss", "optimizer", "lr", "backward", "train")
 FAMILIES = ("ViT", "DeiT", "RegNetY", "UHDFour", "LLFormer")
-CHECK_MODULES = ()  # filled as check modules are added: e.g. "tests.alignment.schedules"
+CHECK_MODULES = (
+    "tests.alignment.forward",
+    "tests.alignment.metrics",
+    "tests.alignment.losses",
+)
+
+# Rungs a family does not have, and why (the tool prints the reason in its table).
+NOT_APPLICABLE = {
+    ("train", "ViT"): "the engine's classification step is the one DeiT's training rung runs (a plain ViT is a "
+                      "DeiT without the distillation token and loss)",
+    ("train", "RegNetY"): "used here as DeiT's frozen teacher; the teacher is not trained by the official DeiT code",
+    ("loss", "RegNetY"): "not trained by the official DeiT code (frozen teacher)",
+    ("data", "RegNetY"): "the teacher sees the student's (mixed, augmented) batch; it has no data pipeline of its own",
+    ("optimizer", "RegNetY"): "not trained by the official DeiT code (frozen teacher)",
+    ("lr", "RegNetY"): "not trained by the official DeiT code (frozen teacher)",
+}
 
 FIXTURES_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 
