@@ -29,17 +29,6 @@ def logits(model, x):
         return model(paddle.to_tensor(x)).numpy()
 
 
-def test_converted_timm_weights_give_timm_logits(reference):
-    model = small_vit(32)
-    assert np.abs(logits(model, reference["x_native"]) - reference["y_native"]).max() < 1e-5
-
-
-@pytest.mark.parametrize("tag", ["wide", "flat"])
-def test_other_input_sizes_resize_pos_embed_at_run_time_like_timm(reference, tag):
-    model = small_vit(32)
-    assert np.abs(logits(model, reference[f"x_{tag}"]) - reference[f"y_{tag}"]).max() < 1e-5
-
-
 def test_weights_load_into_a_model_built_for_another_size(reference):
     model = small_vit(48)  # the checkpoint's pos_embed is for a 4x4 grid; this model has 6x6
     assert np.abs(model.pos_embed.numpy() - reference["pos_embed_resized"]).max() < 1e-6
