@@ -23,6 +23,7 @@ CHECK_MODULES = (
     "tests.alignment.forward",
     "tests.alignment.metrics",
     "tests.alignment.losses",
+    "tests.alignment.training",
 )
 
 # Rungs a family does not have, and why (the tool prints the reason in its table).
