@@ -8,6 +8,7 @@ import numpy as np
 from ppuhd.data.sampler import TrainBatchSampler
 from tests.alignment.training import SEED, FixedBatches, write_batches
 
+
 def test_fixed_batches_reach_the_trainer_in_the_reference_order(tmp_path):
     steps, batch = 5, 3
     images = np.arange(steps * batch * 2, dtype=np.float32).reshape(steps, batch, 2)
