@@ -205,6 +205,7 @@ def test_pil_backend_is_pils_resampling_and_cv2_opencvs(photo_like):
     sample = {"image": photo_like}
     pil = Resize((30, 40), "bicubic")(dict(sample))["image"]  # the default backend
     np.testing.assert_array_equal(pil, np.asarray(Image.fromarray(photo_like).resize((40, 30), Image.Resampling.BICUBIC)))
+    assert pil.flags.writeable  # later transforms may write in place, as on OpenCV's arrays
     opencv = Resize((30, 40), "bicubic", backend="cv2")(dict(sample))["image"]
     np.testing.assert_array_equal(opencv, cv2.resize(photo_like, (40, 30), interpolation=cv2.INTER_CUBIC))
     # Inside the border, PIL low-pass filters the stripes to grey; OpenCV samples them (near black or white).

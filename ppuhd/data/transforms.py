@@ -70,7 +70,7 @@ def _pil_resize(image, size_hw, resample):
     unclipped (bicubic may overshoot [0, 1] as it does in float), rounded back for integers."""
     height, width = size_hw
     if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] == 3):
-        return np.asarray(Image.fromarray(image).resize((width, height), resample))
+        return np.array(Image.fromarray(image).resize((width, height), resample))  # writable, as cv2 returns
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise TypeError(f"the pil backend resizes uint8, uint16 and float images, got {image.dtype}; "
                         "use backend: cv2 or convert the image first")
