@@ -31,8 +31,8 @@ def test_every_named_variant_declares_its_contract():
     for name, info in infos.items():
         assert info.task in ("classification", "enhancement") and info.eval_transforms, name
     assert infos["vit_tiny_patch16_384"].input_size == (384, 384)
-    assert infos["vit_tiny_patch16_384"].eval_transforms[0] == {"type": "Resize", "size": 384,
-                                                                "interpolation": "bilinear"}
+    assert infos["vit_tiny_patch16_384"].eval_transforms[0] == {"type": "ResizeShort", "size": 384, "crop_ratio": 1.0,
+                                                                "interpolation": "bicubic", "backend": "pil"}
     assert infos["deit_small_distilled_patch16_224"].eval_transforms[0]["type"] == "ResizeShort"
     assert infos["deit_small_distilled_patch16_224"].num_classes == 1000
     assert [infos[n].input_multiple for n in ("uhdfour_uhd", "uhdfour_lol", "llformer")] == [8, 2, 16]

@@ -5,6 +5,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from ppuhd import builder
 from ppuhd.data.base import SampleKey
@@ -13,8 +14,11 @@ from ppuhd.data.demo import DemoShapes, draw_shape_image
 from ppuhd.data import image_io
 from ppuhd.data.image_io import ImageReadError, read_image
 from ppuhd.data.sampler import EvalBatchSampler, TrainBatchSampler
-from ppuhd.data.transforms import CenterCrop, RandomResizedCrop, ResizeShort
+from ppuhd.config import load_config
+from ppuhd.data.transforms import CenterCrop, RandomResizedCrop, Resize, ResizeShort
 from ppuhd.registry import DATASETS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def save_bgr(path, array):
@@ -89,6 +93,14 @@ def make_folder(root, per_class=3):
         for i in range(per_class):
             save_bgr(root / name / f"{i}.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
     return root
+
+
+def test_cmyk_jpeg_reads_as_pil_converts_it(tmp_path):
+    photo = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(photo).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=90)
+    expected = np.asarray(Image.open(tmp_path / "cmyk.jpg").convert("RGB"))
+    np.testing.assert_array_equal(read_image(str(tmp_path / "cmyk.jpg")), expected)
+    np.testing.assert_array_equal(read_image(str(tmp_path / "cmyk.jpg"), "float32"), expected / np.float32(255))
 
 
 def test_image_folder_labels_classes_by_sorted_name(tmp_path):
@@ -168,6 +180,76 @@ def test_resize_short_with_crop_ratio_then_center_crop():
     sample = ResizeShort(224, crop_ratio=0.875)(sample)
     assert sample["image"].shape == (256, 341, 3)
     assert CenterCrop(224)(sample)["image"].shape == (224, 224, 3)
+
+
+def test_random_resized_crop_falls_back_to_the_centred_crop_within_the_ratio_range():
+    class LargeAreas:  # every try asks for 90%+ of a 10x200 strip's area: none fits
+        def uniform(self, low, high):
+            return high
+
+        def integers(self, low, high):
+            raise AssertionError("no try fits, so no offset is drawn")
+
+    assert RandomResizedCrop(8, scale=(0.9, 1.0)).crop_box(10, 200, LargeAreas()) == (0, 93, 10, 13)
+
+
+@pytest.fixture
+def photo_like():
+    """Smooth gradients with sharp stripes: shrinking it aliases unless the resampler filters."""
+    y, x = np.mgrid[0:90, 0:120]
+    image = np.stack([x * 2, y * 2, np.where((x // 2) % 2, 230, 20)], axis=-1)
+    return image.astype(np.uint8)
+
+
+def test_pil_backend_is_pils_resampling_and_cv2_opencvs(photo_like):
+    sample = {"image": photo_like}
+    pil = Resize((30, 40), "bicubic")(dict(sample))["image"]  # the default backend
+    np.testing.assert_array_equal(pil, np.asarray(Image.fromarray(photo_like).resize((40, 30), Image.Resampling.BICUBIC)))
+    assert pil.flags.writeable  # later transforms may write in place, as on OpenCV's arrays
+    opencv = Resize((30, 40), "bicubic", backend="cv2")(dict(sample))["image"]
+    np.testing.assert_array_equal(opencv, cv2.resize(photo_like, (40, 30), interpolation=cv2.INTER_CUBIC))
+    # Inside the border, PIL low-pass filters the stripes to grey; OpenCV samples them (near black or white).
+    stripes = (slice(None), slice(2, -2), 2)
+    assert np.abs(pil[stripes].astype(int) - 125).max() < 20
+    assert np.abs(opencv[stripes].astype(int) - 125).max() > 80
+    box = Resize((30, 40), "area")(dict(sample))["image"]
+    np.testing.assert_array_equal(box, np.asarray(Image.fromarray(photo_like).resize((40, 30), Image.Resampling.BOX)))
+
+
+def test_pil_backend_resizes_float_and_16_bit_images_like_8_bit_ones(photo_like):
+    as_uint8 = ResizeShort(24)({"image": photo_like})["image"].astype(np.float64)
+    for image, to_8_bit in [(photo_like / np.float32(255), 255), (photo_like.astype(np.float64) / 255, 255),
+                            (photo_like.astype(np.uint16) * 257, 1 / 257)]:
+        out = ResizeShort(24)({"image": image, "target": image[..., :1]})
+        assert out["image"].dtype == image.dtype and out["image"].shape == (24, 32, 3)
+        assert out["target"].shape == (24, 32, 1)  # a one-channel image of the pair resizes channel by channel
+        # 32-bit float resampling (unclipped, unrounded) against PIL's 8-bit fixed point: within a level
+        assert np.abs(out["image"] * to_8_bit - as_uint8).max() <= 1.0
+
+
+def test_resizing_transforms_name_bad_backends_interpolations_and_pixel_types(photo_like):
+    with pytest.raises(ValueError, match="backend must be one of pil, cv2, got 'torch'"):
+        Resize(8, backend="torch")
+    with pytest.raises(ValueError, match="interpolation must be one of nearest, bilinear, bicubic, area, lanczos"):
+        RandomResizedCrop(8, interpolation="hamming", backend="cv2")
+    with pytest.raises(TypeError, match="the pil backend resizes uint8, uint16 and float images, got int32"):
+        Resize(8)({"image": photo_like.astype(np.int32)})
+    assert Resize(8, backend="cv2")({"image": photo_like.astype(np.float32)})["image"].shape == (8, 8, 3)
+
+
+def shipped(folder):
+    names = sorted(n for n in os.listdir(os.path.join(REPO, "configs", folder)) if n.endswith(".yml") and n[0] != "_")
+    return [load_config(os.path.join(REPO, "configs", folder, name)) for name in names]
+
+
+@pytest.mark.parametrize("folder", ["deit", "vit", "regnet"])
+def test_configs_resize_with_pil_where_the_official_pipeline_did(folder):
+    """DeiT, RegNetY (DeiT's pipeline) and timm's ViT evaluation resize with torchvision on PIL
+    images; the original ViT's training crop with TensorFlow, which like OpenCV does not filter."""
+    for cfg in shipped(folder):
+        for split, expected in (("val_dataset", "pil"), ("train_dataset", "cv2" if folder == "vit" else "pil")):
+            resizing = [t for t in cfg[split]["transforms"] if t["type"] in ("Resize", "ResizeShort", "RandomResizedCrop")]
+            assert resizing and all(t.get("backend") == expected for t in resizing), (cfg[split], split)
 
 
 def test_geometric_transforms_apply_to_both_images_of_a_pair():

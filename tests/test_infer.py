@@ -114,7 +114,8 @@ def test_an_export_without_a_validation_set_takes_the_models_own_preprocessing(t
     model_dir = export(tmp_path, TINY_VIT)
     deploy = yaml.safe_load(open(os.path.join(model_dir, "deploy.yml")))
     assert deploy["transforms"] == [dict(t) for t in builder.build(TINY_VIT, MODELS).info.eval_transforms]
-    assert deploy["transforms"][0] == {"type": "Resize", "size": 16, "interpolation": "bilinear"}
+    assert deploy["transforms"][0] == {"type": "ResizeShort", "size": 16, "crop_ratio": 0.9,
+                                       "interpolation": "bicubic", "backend": "pil"}
     images(tmp_path / "photos", ["wide.png"], size=(16, 30))
     result = infer(model_dir, "--input", tmp_path / "photos", "--topk", "1")
     assert result.returncode == 0 and "wide.png: " in result.stdout  # resized as the model's evaluation does

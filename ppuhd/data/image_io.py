@@ -1,10 +1,12 @@
 """Reading images from disk into RGB numpy arrays, with errors that name the file."""
 
+import io
 import logging
 import os
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ..errors import UserError
 
@@ -51,11 +53,28 @@ def read_image(path, dtype="uint8"):
         raise ImageReadError(path, err.strerror or str(err)) from err
     if data.size == 0:
         raise ImageReadError(path, "the file is empty")
+    cmyk = _decode_cmyk_jpeg(data)
+    if cmyk is not None:
+        _note_once("cmyk", path, "CMYK JPEG converted to RGB as PIL does")
+        return convert_depth(cmyk, path, dtype)
     # IMREAD_UNCHANGED keeps 16-bit depth and the alpha channel for us to handle.
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(path, "not a decodable image (corrupt or unsupported format)")
     return to_rgb(image, path, dtype)
+
+
+def _decode_cmyk_jpeg(data):
+    """A CMYK JPEG as PIL's ``convert('RGB')`` makes it (torchvision's loader and the official
+    code read images so), or None for any other file. OpenCV's own CMYK conversion divides
+    by 256 where PIL divides by 255, one 8-bit level off, two after a bicubic resize."""
+    if data[:2].tobytes() != b"\xff\xd8":
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            return np.asarray(image.convert("RGB")) if image.mode == "CMYK" else None
+    except (OSError, ValueError):  # not decodable by PIL: OpenCV reports it
+        return None
 
 
 def to_rgb(image, path="<array>", dtype="uint8"):

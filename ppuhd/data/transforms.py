@@ -14,23 +14,74 @@ import math
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ..registry import TRANSFORMS
 
+# Resampling backends: 'pil' is what torchvision (and so timm and DeiT) does on PIL
+# images, and low-pass filters when shrinking; 'cv2' (OpenCV) samples the source
+# without filtering, as TensorFlow's resize without antialias does.
+BACKENDS = ("pil", "cv2")
 INTERPOLATIONS = {
-    "nearest": cv2.INTER_NEAREST,
-    "bilinear": cv2.INTER_LINEAR,
-    "bicubic": cv2.INTER_CUBIC,
-    "area": cv2.INTER_AREA,
-    "lanczos": cv2.INTER_LANCZOS4,
+    "cv2": {
+        "nearest": cv2.INTER_NEAREST,
+        "bilinear": cv2.INTER_LINEAR,
+        "bicubic": cv2.INTER_CUBIC,
+        "area": cv2.INTER_AREA,
+        "lanczos": cv2.INTER_LANCZOS4,
+    },
+    "pil": {
+        "nearest": Image.Resampling.NEAREST,
+        "bilinear": Image.Resampling.BILINEAR,
+        "bicubic": Image.Resampling.BICUBIC,
+        "area": Image.Resampling.BOX,  # PIL's box filter: the average over each output pixel's area
+        "lanczos": Image.Resampling.LANCZOS,
+    },
 }
 IMAGE_KEYS = ("image", "target")
 
 
-def _interpolation(name):
-    if name not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {name!r}")
-    return INTERPOLATIONS[name]
+class Resampler:
+    """Resizes (H, W[, C]) arrays with one backend and interpolation, chosen by name."""
+
+    def __init__(self, interpolation, backend):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if interpolation not in INTERPOLATIONS[backend]:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS[backend])}, "
+                             f"got {interpolation!r}")
+        self.backend = backend
+        self.mode = INTERPOLATIONS[backend][interpolation]
+
+    def __call__(self, image, size_hw):
+        resize = _pil_resize if self.backend == "pil" else _cv2_resize
+        return resize(image, tuple(size_hw), self.mode)
+
+
+def _cv2_resize(image, size_hw, interpolation):
+    height, width = size_hw
+    out = cv2.resize(image, (width, height), interpolation=interpolation)
+    return out.reshape(height, width, -1) if image.ndim == 3 else out
+
+
+def _pil_resize(image, size_hw, resample):
+    """PIL's resampling: 8-bit RGB and gray as PIL images (exactly torchvision's result);
+    other depths and channel counts channel by channel in PIL's 32-bit float mode,
+    unclipped (bicubic may overshoot [0, 1] as it does in float), rounded back for integers."""
+    height, width = size_hw
+    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] == 3):
+        return np.array(Image.fromarray(image).resize((width, height), resample))  # writable, as cv2 returns
+    if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        raise TypeError(f"the pil backend resizes uint8, uint16 and float images, got {image.dtype}; "
+                        "use backend: cv2 or convert the image first")
+    planes = image.reshape(image.shape[0], image.shape[1], -1).astype(np.float32)
+    out = np.stack([np.asarray(Image.fromarray(planes[..., c]).resize((width, height), resample))
+                    for c in range(planes.shape[2])], axis=-1)
+    if np.issubdtype(image.dtype, np.integer):
+        limit = np.iinfo(image.dtype).max
+        out = np.clip(np.rint(out), 0, limit)
+    out = out.astype(image.dtype, copy=False)
+    return out if image.ndim == 3 else out[..., 0]
 
 
 def _pair(size):
@@ -59,31 +110,32 @@ class Compose:
         return sample
 
 
-def resize(image, size_hw, interpolation):
-    height, width = size_hw
-    out = cv2.resize(image, (width, height), interpolation=interpolation)
-    return out.reshape(height, width, -1) if image.ndim == 3 else out
-
-
 @TRANSFORMS.register()
 class RandomResizedCrop:
-    """Crop a random area and aspect ratio, then resize (torchvision's algorithm).
+    """Crop a random area and aspect ratio, then resize.
+
+    The box is drawn as timm's ``RandomResizedCropAndInterpolation.get_params``
+    (torchvision's algorithm: 10 tries, then a centred crop within the ratio
+    range), with ``rng.uniform`` and ``rng.integers`` where timm calls
+    ``random.uniform`` and ``random.randint``.
 
     Args:
         size: output side (int) or (H, W).
         scale: range of the crop's area as a fraction of the image's.
         ratio: range of the crop's aspect ratio (width / height).
-        interpolation: nearest, bilinear, bicubic, area or lanczos (OpenCV).
+        interpolation: nearest, bilinear, bicubic, area or lanczos.
+        backend: 'pil' (torchvision's and timm's resampling) or 'cv2' (OpenCV).
     """
 
-    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bicubic"):
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bicubic", backend="pil"):
         self.size = _pair(size)
         self.scale = tuple(scale)
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
         self.ratio = tuple(ratio)
-        self.interpolation = _interpolation(interpolation)
+        self.resample = Resampler(interpolation, backend)
 
     def crop_box(self, height, width, rng):
+        """(top, left, h, w) of the crop in a ``height`` x ``width`` image."""
         area = height * width
         for _ in range(10):
             target_area = area * rng.uniform(*self.scale)
@@ -105,7 +157,9 @@ class RandomResizedCrop:
     def __call__(self, sample, rng):
         height, width = sample["image"].shape[:2]
         top, left, h, w = self.crop_box(height, width, rng)
-        return map_images(sample, lambda im: resize(im[top : top + h, left : left + w], self.size, self.interpolation))
+        # Crop, then resize the crop alone (as torchvision's resized_crop): the
+        # filter sees no pixel outside the box.
+        return map_images(sample, lambda im: self.resample(im[top : top + h, left : left + w], self.size))
 
 
 @TRANSFORMS.register()
@@ -121,14 +175,14 @@ class RandomHorizontalFlip:
 
 @TRANSFORMS.register()
 class Resize:
-    """Resize to exactly (H, W)."""
+    """Resize to exactly (H, W); ``backend`` 'pil' (torchvision's resampling) or 'cv2'."""
 
-    def __init__(self, size, interpolation="bicubic"):
+    def __init__(self, size, interpolation="bicubic", backend="pil"):
         self.size = _pair(size)
-        self.interpolation = _interpolation(interpolation)
+        self.resample = Resampler(interpolation, backend)
 
     def __call__(self, sample, rng=None):
-        return map_images(sample, lambda im: resize(im, self.size, self.interpolation))
+        return map_images(sample, lambda im: self.resample(im, self.size))
 
 
 @TRANSFORMS.register()
@@ -137,12 +191,13 @@ class ResizeShort:
 
     With ``crop_ratio`` this is the first half of the usual evaluation
     transform: ``ResizeShort(224, crop_ratio=0.875)`` resizes the short side
-    to 256, and ``CenterCrop(224)`` follows.
+    to 256, and ``CenterCrop(224)`` follows. The long side is rounded down, as
+    torchvision's ``Resize(int)``; ``backend`` 'pil' (torchvision's resampling) or 'cv2'.
     """
 
-    def __init__(self, size, crop_ratio=None, interpolation="bicubic"):
+    def __init__(self, size, crop_ratio=None, interpolation="bicubic", backend="pil"):
         self.short = int(size / crop_ratio) if crop_ratio else int(size)
-        self.interpolation = _interpolation(interpolation)
+        self.resample = Resampler(interpolation, backend)
 
     def __call__(self, sample, rng=None):
         height, width = sample["image"].shape[:2]
@@ -150,7 +205,7 @@ class ResizeShort:
             size = (self.short, int(self.short * width / height))
         else:
             size = (int(self.short * height / width), self.short)
-        return map_images(sample, lambda im: resize(im, size, self.interpolation))
+        return map_images(sample, lambda im: self.resample(im, size))
 
 
 @TRANSFORMS.register()

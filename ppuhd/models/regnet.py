@@ -219,7 +219,8 @@ class RegNet(nn.Layer):
                 f"(widths {widths})"
             )
         self.num_classes = num_classes
-        # timm's pretrained_cfg for RegNet: 224, shorter side to 256 (crop 0.875), bicubic
+        # DeiT's evaluation (shorter side 256, bicubic, crop 224): its RegNetY teacher was trained and
+        # measured with DeiT's pipeline (timm's generic RegNet cfg says crop 0.95; docs/models/deit.md)
         self.info = ModelInfo("classification", num_classes, (224, 224), eval_transforms=resize_and_center_crop(224))
         self.stem = ConvNormAct(in_chans, stem_width, 3, stride=2)
         total = sum(depths)

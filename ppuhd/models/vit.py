@@ -23,7 +23,7 @@ from ..contract import ModelInfo
 from ..paddle_compat import Linear, as_float32, is_static_size
 from ..registry import BACKBONES, MODELS
 from .layers import DropPath, torch_default_init_, trunc_normal_
-from .preprocessing import resize_whole
+from .preprocessing import TO_MINUS_ONE_ONE, resize_and_center_crop
 from .variants import register_variant
 
 
@@ -208,7 +208,7 @@ class VisionTransformer(nn.Layer):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.info = ModelInfo("classification", num_classes, self.patch_embed.img_size,
-                              eval_transforms=resize_whole(_side(self.patch_embed.img_size)))
+                              eval_transforms=timm_evaluation(self.patch_embed.img_size, TIMM_DEFAULT_CROP))
         self.init_weights()
 
     def init_weights(self):
@@ -295,6 +295,16 @@ def _side(size):
     return size[0] if size[0] == size[1] else list(size)
 
 
+def timm_evaluation(img_size, crop_pct):
+    """timm's evaluation of its ViT weights: resize to ``img_size / crop_pct`` bicubically
+    (PIL), centre crop ``img_size``, pixels to [-1, 1] (mean = std = 0.5)."""
+    return resize_and_center_crop(_side(img_size), crop_pct, "bicubic", TO_MINUS_ONE_ONE)
+
+
+def _timm_variant_evaluation(crop_pct):
+    return lambda model: {"eval_transforms": timm_evaluation(model.patch_embed.img_size, crop_pct)}
+
+
 MODELS.register(VisionTransformer)
 BACKBONES.register(VisionTransformer)
 
@@ -308,10 +318,46 @@ VIT_SIZES = {
 # patch size -> resolutions; 384 is not a multiple of 14, so patch 14 is 224 only.
 VIT_RESOLUTIONS = {16: (224, 384), 32: (224, 384), 14: (224,)}
 
+# The evaluation of each variant name is that of timm's pretrained_cfg for the name (its
+# default tag, timm 1.0.31): bicubic, mean = std = 0.5, centre crop, and crop_pct 0.9 at 224
+# and 1.0 at 384. Names timm has no weights for (tag None) take the same settings: timm's
+# ViT defaults (its ``_cfg``) at 224 and every timm ViT's at 384. tests/alignment/data.py
+# checks these against timm.
+TIMM_DEFAULT_CROP = 0.9
+TIMM_CROP_BY_RESOLUTION = {224: 0.9, 384: 1.0}
+TIMM_DEFAULT_TAGS = {
+    "vit_tiny_patch16_224": "augreg_in21k_ft_in1k",
+    "vit_tiny_patch16_384": "augreg_in21k_ft_in1k",
+    "vit_tiny_patch32_224": None,
+    "vit_tiny_patch32_384": None,
+    "vit_tiny_patch14_224": None,
+    "vit_small_patch16_224": "augreg_in21k_ft_in1k",
+    "vit_small_patch16_384": "augreg_in21k_ft_in1k",
+    "vit_small_patch32_224": "augreg_in21k_ft_in1k",
+    "vit_small_patch32_384": "augreg_in21k_ft_in1k",
+    "vit_small_patch14_224": None,
+    "vit_base_patch16_224": "augreg2_in21k_ft_in1k",
+    "vit_base_patch16_384": "augreg_in21k_ft_in1k",
+    "vit_base_patch32_224": "augreg_in21k_ft_in1k",
+    "vit_base_patch32_384": "augreg_in21k_ft_in1k",
+    "vit_base_patch14_224": None,
+    "vit_large_patch16_224": "augreg_in21k_ft_in1k",
+    "vit_large_patch16_384": "augreg_in21k_ft_in1k",
+    "vit_large_patch32_224": "orig_in21k",  # ImageNet-21k classifier weights (21,843 classes)
+    "vit_large_patch32_384": "orig_in21k_ft_in1k",
+    "vit_large_patch14_224": "untrained",  # a cfg without weights
+    "vit_huge_patch16_224": None,
+    "vit_huge_patch16_384": None,
+    "vit_huge_patch32_224": None,
+    "vit_huge_patch32_384": None,
+    "vit_huge_patch14_224": "orig_in21k",  # ImageNet-21k features (no classifier)
+}
+
 
 for _size, _arch in VIT_SIZES.items():
     for _patch, _resolutions in VIT_RESOLUTIONS.items():
         for _res in _resolutions:
             register_variant(
-                f"vit_{_size}_patch{_patch}_{_res}", VisionTransformer, img_size=_res, patch_size=_patch, **_arch
+                f"vit_{_size}_patch{_patch}_{_res}", VisionTransformer,
+                info=_timm_variant_evaluation(TIMM_CROP_BY_RESOLUTION[_res]), img_size=_res, patch_size=_patch, **_arch
             )

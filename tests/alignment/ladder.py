@@ -21,6 +21,7 @@ STEPS = ("forward", "data", "metric", "loss", "optimizer", "lr", "backward", "tr
 FAMILIES = ("ViT", "DeiT", "RegNetY", "UHDFour", "LLFormer")
 CHECK_MODULES = (
     "tests.alignment.forward",
+    "tests.alignment.data",
     "tests.alignment.metrics",
     "tests.alignment.losses",
     "tests.alignment.training",
@@ -32,7 +33,6 @@ NOT_APPLICABLE = {
                       "DeiT without the distillation token and loss)",
     ("train", "RegNetY"): "used here as DeiT's frozen teacher; the teacher is not trained by the official DeiT code",
     ("loss", "RegNetY"): "not trained by the official DeiT code (frozen teacher)",
-    ("data", "RegNetY"): "the teacher sees the student's (mixed, augmented) batch; it has no data pipeline of its own",
     ("optimizer", "RegNetY"): "not trained by the official DeiT code (frozen teacher)",
     ("lr", "RegNetY"): "not trained by the official DeiT code (frozen teacher)",
 }
