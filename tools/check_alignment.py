@@ -109,6 +109,37 @@ def print_table(rows, failures, markdown, steps, families):
             print(f"{'- ' if markdown else ''}not applicable: {step} / {family}: {reason}")
 
 
+def print_summary(rows, failures, markdown, steps, families):
+    """One cell per step and family: how many comparisons, and pass/FAIL (n/a where the rung does not apply)."""
+    cells = {}
+    for r in rows:
+        count, ok = cells.get((r.step, r.family), (0, True))
+        cells[(r.step, r.family)] = (count + 1, ok and r.passed)
+    for check, _ in failures:
+        count, _ok = cells.get((check.step, check.family), (0, True))
+        cells[(check.step, check.family)] = (count, False)
+
+    def cell(step, family):
+        if (step, family) in ladder.NOT_APPLICABLE:
+            return "n/a"
+        if (step, family) not in cells:
+            return "-"
+        count, ok = cells[(step, family)]
+        return f"{count} {'pass' if ok else 'FAIL'}"
+
+    table = [["step", *families]] + [[step, *(cell(step, f) for f in families)] for step in steps]
+    print()
+    if markdown:
+        print("| " + " | ".join(table[0]) + " |")
+        print("|" + "---|" * len(table[0]))
+        for line in table[1:]:
+            print("| " + " | ".join(line) + " |")
+    else:
+        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+        for line in table:
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
@@ -130,7 +161,7 @@ def main():
         unknown = [v for v in chosen if v not in known]
         if unknown:
             parser.error(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}")
-        return chosen
+        return [k for k in known if k in chosen]  # in ladder order
 
     steps, families = subset(args.steps, ladder.STEPS, "step"), subset(args.families, ladder.FAMILIES, "family")
     checks = [c for c in ladder.load_checks() if c.step in steps and c.family in families]
@@ -139,6 +170,7 @@ def main():
             regenerate(args)
         rows, failures = run(checks)
     print_table(rows, failures, args.markdown, steps, families)
+    print_summary(rows, failures, args.markdown, steps, families)
     bad = sum(not r.passed for r in rows) + len(failures)
     print(f"\n{len(rows)} comparisons in {len(checks)} checks: "
           + (f"{bad} failed" if bad else "all within tolerance"))
