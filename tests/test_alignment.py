@@ -32,10 +32,12 @@ def run_tool(*args, cwd=None):
 def test_tool_prints_the_ladder_from_the_committed_fixtures():
     done = run_tool("--steps", "forward,loss", "--families", "ViT")
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    table, summary = done.stdout.split("\n\n")[:2]
+    lines = table.splitlines()
     assert lines[0].split()[:6] == ["step", "family", "case", "measure", "difference", "tolerance"]
-    rows = [line for line in lines[1:] if line.startswith(("forward", "loss"))]
+    rows = lines[1:]
     assert len(rows) == 6 and all(line.split()[1] == "ViT" and line.endswith("pass") for line in rows)
+    assert summary.splitlines() == ["step     ViT", "forward  4 pass", "loss     2 pass"]
     assert "6 comparisons in 2 checks: all within tolerance" in done.stdout
 
 
