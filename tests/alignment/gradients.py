@@ -1,0 +1,183 @@
+"""The ladder's backward step: every parameter's gradient after one backward, against the official code in float64.
+
+Each case (see ``tests/fixtures/make_gradient_fixtures.py``) rebuilds the
+official run's weights from their seeds, builds our model and our loss from
+the shipped config's ``loss`` section, runs one training step's forward and
+backward in float32 through the task layer the trainer uses, maps every
+gradient to its PyTorch name and layout (Linear weights transposed) and
+projects it as the reference was projected (whole, or the same CountSketch).
+
+Per tensor, with ``rel(g) = |P g - P g64| / |P g64|`` (L2 norms of the
+projections): a tensor passes if ``rel(ours) <= 1e-4`` or
+``rel(ours) <= rel(official float32)``, the issue's two clauses (the second for
+ill-conditioned tensors, where float32 cannot do better). Each case's row
+reports its worst tensor by ``rel(ours) / max(1e-4, rel(official float32))``,
+with that tensor's own tolerance.
+"""
+
+import copy
+import importlib.util
+import json
+import os
+import tempfile
+
+import numpy as np
+import paddle
+
+from ppuhd import builder
+from ppuhd.config.loader import load_yaml_with_bases
+from ppuhd.engine.tasks import build_task
+from ppuhd.losses.base import total_of
+from ppuhd.registry import LOSSES, MODELS
+from ppuhd.weights import check_state_dict, convert_torch_state_dict
+from ppuhd.weights.convert import torch_key_plan
+
+from .ladder import FIXTURES_ROOT, fixture, generated_by, result, rung
+
+FOLDER = "gradients"
+SCRIPT = "make_gradient_fixtures.py"
+for _official in ("", "deit", "uhdfour", "llformer"):
+    generated_by(SCRIPT, FOLDER, official=_official)
+
+CONFIGS = os.path.join(os.path.dirname(FIXTURES_ROOT), os.pardir, "configs")
+TOLERANCE = 1e-4  # the issue: within 1e-4 of the gradient's own scale
+UHDFOUR_MODELS = {
+    "uhdfour_uhd": {"type": "uhdfour_uhd"},
+    "uhdfour_lol": {"type": "uhdfour_lol"},
+    # the official InteractNet(nc=2): nc // 2 extract channels, nc * 12 low channels
+    "uhdfour_lol_nc2": dict(type="UHDFour", factor=2, extract_channels=1, low_channels=24, fuse_channels=32,
+                            deep_high=True),
+}
+
+
+def _generator():
+    """The fixture script as a module: its case table, synthetic weights and projection (numpy only)."""
+    spec = importlib.util.spec_from_file_location("make_gradient_fixtures", os.path.join(FIXTURES_ROOT, SCRIPT))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = _generator()
+
+
+def shipped_loss(config):
+    """The ``loss`` section of a shipped config (with its ``_base_`` files), as a dict to adjust and build."""
+    return copy.deepcopy(load_yaml_with_bases(os.path.join(CONFIGS, config))["loss"])
+
+
+def _stored_state(reference, prefix="", namespace="model", gain=1.0):
+    keys, shapes = list(reference[f"{prefix}keys"]), json.loads(str(reference[f"{prefix}shapes"]))
+    return GEN.synthetic_state_dict(keys, shapes, namespace, gain)
+
+
+def _load(model, torch_state):
+    converted = convert_torch_state_dict(model, torch_state)
+    check_state_dict(model, converted, source="the official run's weights")
+    model.set_state_dict(converted)
+    return model
+
+
+def _our_case(case, reference, scratch):
+    """(our model with the official weights, our loss from the shipped config) for ``case``."""
+    vit = {k: v for k, v in GEN.VIT.items()}
+    regnet = {"type": "RegNet", **GEN.REGNET_TINY, "num_classes": GEN.NUM_CLASSES}
+    if case == "vit":
+        model_cfg, loss_cfg = {"type": "VisionTransformer", **vit}, shipped_loss("vit/vit_small_patch16_224.yml")
+    elif case == "regnety":
+        model_cfg, loss_cfg = regnet, shipped_loss("regnet/regnety_160.yml")
+    elif case.startswith("deit_"):
+        model_cfg = {"type": "DistilledVisionTransformer", **vit}
+        loss_cfg = shipped_loss("deit/deit_small_distilled_patch16_224.yml")
+        teacher_file = os.path.join(scratch, "teacher.npz")
+        np.savez(teacher_file, **_stored_state(reference, "teacher_", "teacher"))
+        loss_cfg.update(teacher=regnet, teacher_weights=teacher_file, distillation_type=case.split("_")[1])
+    elif case.startswith("uhdfour_"):
+        model_cfg = UHDFOUR_MODELS[case]
+        loss_cfg = shipped_loss("uhdfour/uhdfour_uhdll.yml" if case == "uhdfour_uhd" else "uhdfour/uhdfour_lol.yml")
+        vgg_file = os.path.join(scratch, "vgg19.npz")
+        np.savez(vgg_file, **_stored_state(reference, "vgg_", "vgg19", gain=np.sqrt(6.0)))
+        for term in loss_cfg["terms"]:
+            if term["loss"]["type"] == "PerceptualLoss":
+                term["loss"]["weights"] = vgg_file
+    elif case.startswith("llformer"):
+        model_cfg, loss_cfg = {"type": "LLFormer", **GEN.LLFORMER[case]}, shipped_loss("llformer/llformer_uhdlol4k.yml")
+    else:
+        raise KeyError(case)
+    model = _load(builder.build(model_cfg, MODELS, "model"), _stored_state(reference))
+    return model, builder.build(loss_cfg, LOSSES, "loss")
+
+
+def our_gradients(case, reference, dtype="float32"):
+    """(loss, {torch name: our gradient in torch layout}) of one training-mode backward of ``case``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        model, criterion = _our_case(case, reference, scratch)
+    if dtype != "float32":
+        model.to(dtype=dtype)
+        criterion.to(dtype=dtype)
+    model.train()
+    criterion.train()
+    batch = {k: paddle.to_tensor(v if v.dtype.kind != "f" else v.astype(dtype)) for k, v in GEN.case_batch(case).items()}
+    loss = total_of(build_task(model, criterion).loss_terms(model, batch))
+    loss.backward()
+    params = dict(model.named_parameters())
+    grads = {}
+    for key, (torch_key, transpose) in torch_key_plan(model).items():
+        if key in params and params[key].grad is not None:
+            grad = params[key].grad.numpy().astype(np.float64)
+            grads[torch_key] = grad.T if transpose else grad
+    return float(loss), grads
+
+
+def compare(case):
+    """Per tensor (reference order): (name, rel(ours), rel(official float32)); and both losses."""
+    reference = np.load(fixture(FOLDER, f"{case}.npz"))
+    loss, grads = our_gradients(case, reference)
+    names = list(reference["params"])
+    if set(grads) != set(names):
+        raise AssertionError(f"{case}: gradients for different parameters; only ours: {sorted(set(grads) - set(names))}, "
+                             f"only the official: {sorted(set(names) - set(grads))}")
+    rows = []
+    for name in names:
+        ref64 = reference[f"ref64/{name}"].astype(np.float64)
+        scale = np.linalg.norm(ref64)
+        ours = np.linalg.norm(GEN.project(name, grads[name]) - ref64) / scale
+        official = np.linalg.norm(reference[f"delta32/{name}"].astype(np.float64)) / scale
+        rows.append((name, ours, official))
+    return rows, loss, float(reference["loss64"])
+
+
+def _row(family, case):
+    rows, loss, loss64 = compare(case)
+    allowed = [max(TOLERANCE, official) for _, _, official in rows]
+    worst = int(np.argmax([ours / limit for (_, ours, _), limit in zip(rows, allowed)]))
+    name, ours, official = rows[worst]
+    by_float64_clause = sum(1 for _, o, _ in rows if o > TOLERANCE)
+    note = (f"{len(rows)} tensors, {by_float64_clause} beyond 1e-4 and judged by the official float32's own "
+            f"error; worst {name} (official float32 {official:.1e}); loss {loss:.7f} vs float64 {loss64:.7f}")
+    return result("backward", family)(case, ours, allowed[worst], measure="rel L2 of the gradient", note=note)
+
+
+@rung("backward", "ViT")
+def vit_gradients():
+    return [_row("ViT", "vit")]
+
+
+@rung("backward", "DeiT")
+def deit_gradients():
+    return [_row("DeiT", "deit_soft"), _row("DeiT", "deit_hard")]
+
+
+@rung("backward", "RegNetY")
+def regnet_gradients():
+    return [_row("RegNetY", "regnety")]
+
+
+@rung("backward", "UHDFour")
+def uhdfour_gradients():
+    return [_row("UHDFour", case) for case in UHDFOUR_MODELS]
+
+
+@rung("backward", "LLFormer")
+def llformer_gradients():
+    return [_row("LLFormer", case) for case in GEN.LLFORMER]
