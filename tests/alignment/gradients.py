@@ -12,7 +12,9 @@ projections): a tensor passes if ``rel(ours) <= 1e-4`` or
 ``rel(ours) <= rel(official float32)``, the issue's two clauses (the second for
 ill-conditioned tensors, where float32 cannot do better). Each case's row
 reports its worst tensor by ``rel(ours) / max(1e-4, rel(official float32))``,
-with that tensor's own tolerance.
+with that tensor's own tolerance. For LLFormer and the ill-conditioned UHDFour
+LOL case our model also runs in float64 (``Layer.to(dtype='float64')``),
+against the official float64 gradients.
 """
 
 import copy
@@ -41,6 +43,11 @@ for _official in ("", "deit", "uhdfour", "llformer"):
 
 CONFIGS = os.path.join(os.path.dirname(FIXTURES_ROOT), os.pardir, "configs")
 TOLERANCE = 1e-4  # the issue: within 1e-4 of the gradient's own scale
+# Both float64 runs agreeing this closely shows that float32 differences come from rounding, not
+# from a different computation. LLFormer's agree to 3e-14; UHDFour's to 1e-9, the effect of one
+# float32 detail of the official code: pytorch_ssim rounds its Gaussian window to float32
+# (a float64 window changes the official float64 gradients by 1.3e-9).
+FLOAT64_TOLERANCE = 1e-8
 UHDFOUR_MODELS = {
     "uhdfour_uhd": {"type": "uhdfour_uhd"},
     "uhdfour_lol": {"type": "uhdfour_lol"},
@@ -129,10 +136,10 @@ def our_gradients(case, reference, dtype="float32"):
     return float(loss), grads
 
 
-def compare(case):
-    """Per tensor (reference order): (name, rel(ours), rel(official float32)); and both losses."""
+def compare(case, dtype="float32"):
+    """Per tensor (reference order): (name, rel(ours in ``dtype``), rel(official float32)); and both losses."""
     reference = np.load(fixture(FOLDER, f"{case}.npz"))
-    loss, grads = our_gradients(case, reference)
+    loss, grads = our_gradients(case, reference, dtype)
     names = list(reference["params"])
     if set(grads) != set(names):
         raise AssertionError(f"{case}: gradients for different parameters; only ours: {sorted(set(grads) - set(names))}, "
@@ -152,9 +159,11 @@ def _row(family, case):
     allowed = [max(TOLERANCE, official) for _, _, official in rows]
     worst = int(np.argmax([ours / limit for (_, ours, _), limit in zip(rows, allowed)]))
     name, ours, official = rows[worst]
-    by_float64_clause = sum(1 for _, o, _ in rows if o > TOLERANCE)
-    note = (f"{len(rows)} tensors, {by_float64_clause} beyond 1e-4 and judged by the official float32's own "
-            f"error; worst {name} (official float32 {official:.1e}); loss {loss:.7f} vs float64 {loss64:.7f}")
+    beyond = [(o, f) for _, o, f in rows if o > TOLERANCE]
+    by_second_clause = sum(1 for o, f in beyond if o <= f)
+    note = (f"{len(rows)} tensors; {len(beyond)} beyond 1e-4, of which {by_second_clause} within the official "
+            f"float32's own error and {len(beyond) - by_second_clause} not; worst {name} (official float32 "
+            f"{official:.1e}); loss {loss:.7f} vs float64 {loss64:.7f}")
     return result("backward", family)(case, ours, allowed[worst], measure="rel L2 of the gradient", note=note)
 
 
@@ -175,9 +184,23 @@ def regnet_gradients():
 
 @rung("backward", "UHDFour")
 def uhdfour_gradients():
-    return [_row("UHDFour", case) for case in UHDFOUR_MODELS]
+    # uhdfour_lol is the ill-conditioned case (docs/alignment_backward.md): float64 too
+    return [_row("UHDFour", case) for case in UHDFOUR_MODELS] + [_float64_row("UHDFour", "uhdfour_lol")]
+
+
+def _float64_row(family, case):
+    """Our model run in float64 against the official float64 run: only summation order may differ."""
+    rows, _, _ = compare(case, "float64")
+    worst = max(rows, key=lambda row: row[1])
+    note = f"worst {worst[0]}"
+    scales = [ours for name, ours, _ in rows if name.endswith((".fac", ".temperature"))]
+    if scales:
+        note += f"; attention scales (fac, temperature) at most {max(scales):.1e}"
+    return result("backward", family)(f"{case} float64", worst[1], FLOAT64_TOLERANCE, measure="rel L2 of the gradient",
+                                      note=note)
 
 
 @rung("backward", "LLFormer")
 def llformer_gradients():
-    return [_row("LLFormer", case) for case in GEN.LLFORMER]
+    rows = [_row("LLFormer", case) for case in GEN.LLFORMER]
+    return rows + [_float64_row("LLFormer", case) for case in GEN.LLFORMER]
