@@ -7,6 +7,7 @@ from tests.alignment import gradients, ladder
 
 GEN = gradients.GEN
 CHECKS = [check for check in ladder.load_checks() if check.function.__module__ == gradients.__name__]
+SLOW_FAMILIES = ("UHDFour",)  # three full-width-or-more models and a float64 run: about 10 s
 
 
 # Measured, explained in docs/alignment_backward.md, left for a decision: in UHDFour-LOL at 64x96
@@ -16,7 +17,8 @@ CHECKS = [check for check in ladder.load_checks() if check.function.__module__ =
 KNOWN_FAILURES = {("UHDFour", "uhdfour_lol")}
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.name)
+@pytest.mark.parametrize("check", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] * (c.family in SLOW_FAMILIES))
+                                   for c in CHECKS])
 def test_every_gradient_matches_the_official_float64_gradient(check):
     rows = check.run()
     failing = {(row.family, row.case) for row in rows if not row.passed}
