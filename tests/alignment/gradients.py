@@ -41,7 +41,7 @@ SCRIPT = "make_gradient_fixtures.py"
 for _official in ("", "deit", "uhdfour", "llformer"):
     generated_by(SCRIPT, FOLDER, official=_official)
 
-CONFIGS = os.path.join(os.path.dirname(FIXTURES_ROOT), os.pardir, "configs")
+CONFIGS = os.path.normpath(os.path.join(FIXTURES_ROOT, os.pardir, os.pardir, "configs"))
 TOLERANCE = 1e-4  # the issue: within 1e-4 of the gradient's own scale
 # Both float64 runs agreeing this closely shows that float32 differences come from rounding, not
 # from a different computation. LLFormer's agree to 3e-14; UHDFour's to 1e-9, the effect of one
@@ -87,7 +87,7 @@ def _load(model, torch_state):
 
 def _our_case(case, reference, scratch):
     """(our model with the official weights, our loss from the shipped config) for ``case``."""
-    vit = {k: v for k, v in GEN.VIT.items()}
+    vit = dict(GEN.VIT)
     regnet = {"type": "RegNet", **GEN.REGNET_TINY, "num_classes": GEN.NUM_CLASSES}
     if case == "vit":
         model_cfg, loss_cfg = {"type": "VisionTransformer", **vit}, shipped_loss("vit/vit_small_patch16_224.yml")
