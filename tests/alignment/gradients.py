@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 import paddle
@@ -136,35 +137,54 @@ def our_gradients(case, reference, dtype="float32"):
     return float(loss), grads
 
 
+class Tensor(NamedTuple):
+    """One tensor's errors against float64: ours, the official float32's at the stored point, and its
+    maximum and median over the nudged points (the stored point's value when only it was measured)."""
+
+    name: str
+    ours: float
+    official: float
+    official_max: float
+    official_median: float
+
+
 def compare(case, dtype="float32"):
-    """Per tensor (reference order): (name, rel(ours in ``dtype``), rel(official float32)); and both losses."""
+    """Per tensor (reference order): a :class:`Tensor`; and both losses."""
     reference = np.load(fixture(FOLDER, f"{case}.npz"))
     loss, grads = our_gradients(case, reference, dtype)
     names = list(reference["params"])
     if set(grads) != set(names):
         raise AssertionError(f"{case}: gradients for different parameters; only ours: {sorted(set(grads) - set(names))}, "
                              f"only the official: {sorted(set(names) - set(grads))}")
+    # the official float32 error at every nudged point where it was measured, else at the stored one
+    at_points = reference["points/rel32"].astype(np.float64) if "points/rel32" in reference else None
     rows = []
-    for name in names:
+    for i, name in enumerate(names):
         ref64 = reference[f"ref64/{name}"].astype(np.float64)
         scale = np.linalg.norm(ref64)
         ours = np.linalg.norm(GEN.project(name, grads[name]) - ref64) / scale
         official = np.linalg.norm(reference[f"delta32/{name}"].astype(np.float64)) / scale
-        rows.append((name, ours, official))
+        spread = (official, official) if at_points is None else (at_points[:, i].max(), np.median(at_points[:, i]))
+        rows.append(Tensor(name, ours, official, *spread))
     return rows, loss, float(reference["loss64"])
 
 
 def _row(family, case):
     rows, loss, loss64 = compare(case)
-    allowed = [max(TOLERANCE, official) for _, _, official in rows]
-    worst = int(np.argmax([ours / limit for (_, ours, _), limit in zip(rows, allowed)]))
-    name, ours, official = rows[worst]
-    beyond = [(o, f) for _, o, f in rows if o > TOLERANCE]
-    by_second_clause = sum(1 for o, f in beyond if o <= f)
-    note = (f"{len(rows)} tensors; {len(beyond)} beyond 1e-4, of which {by_second_clause} within the official "
-            f"float32's own error and {len(beyond) - by_second_clause} not; worst {name} (official float32 "
-            f"{official:.1e}); loss {loss:.7f} vs float64 {loss64:.7f}")
-    return result("backward", family)(case, ours, allowed[worst], measure="rel L2 of the gradient", note=note)
+    allowed = [max(TOLERANCE, row.official_max) for row in rows]
+    worst_index = int(np.argmax([row.ours / limit for row, limit in zip(rows, allowed)]))
+    worst = rows[worst_index]
+    beyond = [row for row in rows if row.ours > TOLERANCE]
+    at_stored = sum(1 for row in beyond if row.ours <= row.official)
+    at_nudged = sum(1 for row in beyond if row.official < row.ours <= row.official_max)
+    failing = len(beyond) - at_stored - at_nudged
+    points = "" if worst.official == worst.official_max else " and over the nudged points"
+    note = (f"{len(rows)} tensors; {len(beyond)} beyond 1e-4, of which {at_stored} within the official float32's "
+            f"error at the stored point, {at_nudged} only within its error at some nudged point, {failing} not; "
+            f"worst {worst.name} (official float32 {worst.official:.1e}{points}: max {worst.official_max:.1e}, "
+            f"median {worst.official_median:.1e}); loss {loss:.7f} vs float64 {loss64:.7f}")
+    return result("backward", family)(case, worst.ours, allowed[worst_index], measure="rel L2 of the gradient",
+                                      note=note)
 
 
 @rung("backward", "ViT")
@@ -191,13 +211,13 @@ def uhdfour_gradients():
 def _float64_row(family, case):
     """Our model run in float64 against the official float64 run: only summation order may differ."""
     rows, _, _ = compare(case, "float64")
-    worst = max(rows, key=lambda row: row[1])
-    note = f"worst {worst[0]}"
-    scales = [ours for name, ours, _ in rows if name.endswith((".fac", ".temperature"))]
+    worst = max(rows, key=lambda row: row.ours)
+    note = f"worst {worst.name}"
+    scales = [row.ours for row in rows if row.name.endswith((".fac", ".temperature"))]
     if scales:
         note += f"; attention scales (fac, temperature) at most {max(scales):.1e}"
-    return result("backward", family)(f"{case} float64", worst[1], FLOAT64_TOLERANCE, measure="rel L2 of the gradient",
-                                      note=note)
+    return result("backward", family)(f"{case} float64", worst.ours, FLOAT64_TOLERANCE,
+                                      measure="rel L2 of the gradient", note=note)
 
 
 @rung("backward", "LLFormer")
