@@ -9,9 +9,11 @@ import pytest
 from tests.alignment import ladder
 
 CHECKS = ladder.load_checks()
+SLOW = {("backward", "UHDFour"), ("train", "UHDFour"), ("train", "DeiT")}  # 5-15 s each on 2 cores
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])
+@pytest.mark.parametrize("check", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] * ((c.step, c.family) in SLOW))
+                                   for c in CHECKS])
 def test_rung(check):
     failed = [r for r in check.run() if not r.passed]
     assert not failed, "\n".join(f"{r.case}: {r.measure} {r.diff:.3g} > {r.tolerance:.3g}" for r in failed)

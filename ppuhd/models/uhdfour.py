@@ -467,7 +467,7 @@ class UHDFour(nn.Layer):
 
     def _extract_down(self, x):
         """``extract`` then bilinear downsampling by f, as one stride-f conv (see the module docstring)."""
-        kernel = paddle.to_tensor(self._down_kernel)
+        kernel = paddle.to_tensor(self._down_kernel, dtype=self.extract.weight.dtype)  # float64 runs stay float64
         weight = self.extract.weight * kernel  # [out, 3, 1, 1] * [f, f] -> [out, 3, f, f]
         return F.conv2d(x, weight, self.extract.bias, stride=self.factor)
 

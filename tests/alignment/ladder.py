@@ -24,6 +24,7 @@ CHECK_MODULES = (
     "tests.alignment.data",
     "tests.alignment.metrics",
     "tests.alignment.losses",
+    "tests.alignment.gradients",
     "tests.alignment.training",
 )
 
