@@ -19,7 +19,7 @@ from typing import Callable, List
 
 STEPS = ("forward", "data", "metric", "loss", "optimizer", "lr", "backward", "train")
 FAMILIES = ("ViT", "DeiT", "RegNetY", "UHDFour", "LLFormer")
-CHECK_MODULES = ("tests.alignment.schedules",)
+CHECK_MODULES = ("tests.alignment.schedules", "tests.alignment.optimizers")
 
 FIXTURES_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 
