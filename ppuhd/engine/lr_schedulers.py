@@ -74,7 +74,8 @@ class Schedule(LRScheduler):
 
 
 class WarmupSchedule(Schedule):
-    """Linear warm-up from ``warmup_start_lr`` to the peak over ``warmup_epochs`` (or ``warmup_steps``), then ``decay(t)``."""
+    """Linear warm-up from ``warmup_start_lr`` to the peak over ``warmup_epochs`` (or ``warmup_steps``),
+    then ``decay(t)``."""
 
     def __init__(self, base_lr, total_steps, steps_per_epoch, total_batch_size, scale_base_batch=None,
                  warmup_epochs=0, warmup_steps=None, warmup_start_lr=0.0, step_per="iteration", lag_epochs=0):
