@@ -223,6 +223,8 @@ class CosineWarmRestarts(Schedule):
                  min_lr=0.0, position_metric=None, scale_base_batch=None, step_per="epoch", lag_epochs=0):
         if restart_epochs <= 0 or restart_mult < 1 or int(restart_mult) != restart_mult:
             raise ValueError("restart_epochs must be > 0 and restart_mult an integer >= 1 (as PyTorch requires)")
+        if position_metric and step_per != "epoch":
+            raise ValueError("position_metric takes the position in epochs: it needs step_per: epoch")
         self.restart_epochs = restart_epochs
         self.restart_mult = restart_mult
         self.min_lr = min_lr
