@@ -79,6 +79,7 @@ class TrainingSetup:
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.total_batch_size = self.loader_options.batch_size * self.runtime.world_size * options.accumulate_steps
         self.scheduler = cfg.build_scheduler(self.total_steps, self.steps_per_epoch, self.total_batch_size)
+        self._check_schedule_metric()
         self.optimizer = cfg.build_optimizer(self.model, self.scheduler)
         self.amp = MixedPrecision(options.amp, self.runtime.on_gpu)
         self.model, self.optimizer = self.amp.decorate(self.model, self.optimizer)
@@ -90,13 +91,25 @@ class TrainingSetup:
         self.task = build_task(self.model, self.criterion, self.batch_transform, self.train_dataset.describe,
                                cfg.get("tiling"))
 
+    def _reported_metrics(self):
+        names = [name for metric in self.metrics for name in metric.names]
+        return names + ([f"ema_{name}" for name in names] if self.train_options.ema is not None else [])
+
     def _check_best_metric(self):
         """``train.best_metric`` must be a reported metric (checked now, not after an epoch)."""
-        wanted = self.train_options.best_metric
-        names = [name for metric in self.metrics for name in metric.names]
-        names += [f"ema_{name}" for name in names] if self.train_options.ema is not None else []
+        self._check_reported("train.best_metric", self.train_options.best_metric)
+
+    def _check_schedule_metric(self):
+        """A schedule that follows a validation metric needs it reported, and a validation set."""
+        wanted = getattr(self.scheduler, "position_metric", None)
+        if wanted is not None and self.val_loader is None:
+            raise ConfigError(f"lr_scheduler.position_metric {wanted!r} needs a val_dataset")
+        self._check_reported("lr_scheduler.position_metric", wanted)
+
+    def _check_reported(self, key, wanted):
+        names = self._reported_metrics()
         if wanted is not None and wanted not in names:
-            raise ConfigError(f"train.best_metric {wanted!r} is not reported.{suggest(wanted, names)} "
+            raise ConfigError(f"{key} {wanted!r} is not reported.{suggest(wanted, names)} "
                               f"Reported: {', '.join(names) or '(no metrics configured)'}.")
 
     def _build_data(self):

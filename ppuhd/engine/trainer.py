@@ -222,6 +222,7 @@ class Trainer:
                 if math.isfinite(value):
                     self.vdl.scalar(f"val/{key}", value, self.step)
         self.history.append({"step": self.step, **results, **notes})
+        s.scheduler.observe_validation(results)  # a metric-driven schedule takes its next lr from these
         is_best = self._update_best(results)
         if s.runtime.is_main:
             write_json(os.path.join(self.output_dir, "metrics.json"), {"best": self.best, "history": self.history})

@@ -24,6 +24,8 @@ CHECK_MODULES = (
     "tests.alignment.data",
     "tests.alignment.metrics",
     "tests.alignment.losses",
+    "tests.alignment.optimizers",
+    "tests.alignment.schedules",
     "tests.alignment.gradients",
     "tests.alignment.training",
 )
