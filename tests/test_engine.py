@@ -321,3 +321,24 @@ def test_a_nan_metric_never_becomes_best_and_metrics_json_stays_valid(tmp_path, 
 def test_amp_on_cpu_says_so_and_trains_in_fp32(caplog):
     amp = MixedPrecision(AmpOptions(enabled=True), on_gpu=False)
     assert not amp.enabled and "AMP needs a GPU" in caplog.text
+
+
+def test_gradient_clipping_uses_the_norm_over_every_parameter_group():
+    """Paddle clips each parameter group by its own norm; torch and vit_jax clip by the global one."""
+    from ppuhd.engine.optimizers import SGD
+
+    class TwoGroups(paddle.nn.Layer):  # a 2-D weight (decayed group) and a 1-D bias (no-decay group)
+        def __init__(self):
+            super().__init__()
+            self.weight = self.create_parameter([2, 2], default_initializer=paddle.nn.initializer.Constant(0.0))
+            self.bias = self.create_parameter([2], default_initializer=paddle.nn.initializer.Constant(0.0))
+
+    model = TwoGroups()
+    optimizer = SGD(model, learning_rate=1.0, momentum=0.0, weight_decay=0.0, grad_clip_norm=1.0)
+    assert len(optimizer._param_groups) == 2
+    grad_w, grad_b = np.full((2, 2), 3.0, np.float32), np.array([0.0, 4.0], np.float32)  # global norm 7.211
+    ((model.weight * paddle.to_tensor(grad_w)).sum() + (model.bias * paddle.to_tensor(grad_b)).sum()).backward()
+    optimizer.step()
+    norm = np.sqrt((grad_w ** 2).sum() + (grad_b ** 2).sum())
+    np.testing.assert_allclose(model.weight.numpy(), -grad_w / norm, rtol=1e-6)
+    np.testing.assert_allclose(model.bias.numpy(), -grad_b / norm, rtol=1e-6)

@@ -37,12 +37,35 @@ def param_groups(model, weight_decay, no_weight_decay=None, no_weight_decay_1d=T
     return [g for g in groups if g["params"]]
 
 
+class GlobalNormClip(paddle.nn.ClipGradByGlobalNorm):
+    """Scale gradients by ``clip_norm / max(norm, clip_norm)``, the norm taken over every parameter.
+
+    Paddle 3.3.1 applies an optimizer's ``grad_clip`` to each parameter group
+    on its own, so ``ClipGradByGlobalNorm`` with weight-decay groups clips each
+    group by that group's norm. This one measures the norm over all the
+    parameters it is given (every group's), as ``torch.nn.utils.clip_grad_norm_``
+    and vit_jax's ``clip_by_global_norm`` do; a parameter group only picks up its
+    own gradients, scaled.
+    """
+
+    def __init__(self, clip_norm, parameters):
+        super().__init__(clip_norm)
+        self.parameters = list(parameters)
+
+    def _dygraph_clip(self, params_grads):
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        if not grads:
+            return params_grads
+        norm = paddle.sqrt(paddle.add_n([paddle.sum(g.astype("float32") ** 2) for g in grads]))
+        scale = self.clip_norm / paddle.maximum(norm, paddle.to_tensor(self.clip_norm, dtype="float32"))
+        return [(p, g if g is None else g * scale.astype(g.dtype)) for p, g in params_grads]
+
+
 def _common(model, weight_decay, no_weight_decay, no_weight_decay_1d, grad_clip_norm):
     """The arguments every optimizer takes: parameter groups and gradient clipping."""
-    return {
-        "parameters": param_groups(model, weight_decay, no_weight_decay, no_weight_decay_1d),
-        "grad_clip": paddle.nn.ClipGradByGlobalNorm(grad_clip_norm) if grad_clip_norm else None,
-    }
+    groups = param_groups(model, weight_decay, no_weight_decay, no_weight_decay_1d)
+    clip = GlobalNormClip(grad_clip_norm, [p for g in groups for p in g["params"]]) if grad_clip_norm else None
+    return {"parameters": groups, "grad_clip": clip}
 
 
 @OPTIMIZERS.register()

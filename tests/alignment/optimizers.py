@@ -84,15 +84,18 @@ def our_trajectory(settings, reference, key, names):
     return {n: np.stack(v) for n, v in path.items()}
 
 
-@rung("optimizer", "DeiT")
-def optimizer_updates():
-    row = result("optimizer", "DeiT")
+def optimizer_updates(family):
+    """Our optimizers, built from each case's config arguments, against torch.optim's trajectory."""
+    row = result("optimizer", family)
     reference = np.load(fixture("optimizers", "trajectories.npz"))
     with open(fixture("optimizers", "trajectories.json")) as f:
         settings = json.load(f)
     names = [k[len("init_"):] for k in reference.files if k.startswith("init_")]
     rows = []
-    for key, optimizer in settings["optimizers"].items():
+    for key, case in settings["optimizers"].items():
+        if case["family"] != family:
+            continue
+        optimizer = {k: v for k, v in case.items() if k != "family"}
         ours = our_trajectory(optimizer, reference, key, names)
         worst = 0.0
         for n in names:
@@ -104,3 +107,14 @@ def optimizer_updates():
         rows.append(row(f"{optimizer['type']} ({shown}) vs torch.optim, {settings['steps']} steps", worst,
                         UPDATE_TOLERANCE, measure="max abs / max |param|"))
     return rows
+
+
+def _updates_of(family):
+    def updates():
+        return optimizer_updates(family)
+
+    return updates
+
+
+for _family in ("ViT", "DeiT", "UHDFour", "LLFormer"):
+    rung("optimizer", _family)(_updates_of(_family))
