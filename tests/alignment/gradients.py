@@ -204,7 +204,7 @@ def regnet_gradients():
 
 @rung("backward", "UHDFour")
 def uhdfour_gradients():
-    # uhdfour_lol is the ill-conditioned case (docs/alignment_backward.md): float64 too
+    # uhdfour_lol is the ill-conditioned case (docs/alignment.md, Backward): float64 too
     return [_row("UHDFour", case) for case in UHDFOUR_MODELS] + [_float64_row("UHDFour", "uhdfour_lol")]
 
 
