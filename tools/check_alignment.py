@@ -72,7 +72,8 @@ def regenerate(args):
                 raise OutputError(f"{generator.script} needs a checkout of {OFFICIAL[generator.official]}: "
                                   f"pass --official-{generator.official} DIR")
             command += ["--official", os.path.abspath(checkout)]
-        print(f"regenerating {generator.folder}/ with {generator.script}", flush=True)
+        source = f" on {OFFICIAL[generator.official]}" if generator.official else ""
+        print(f"regenerating {generator.folder}/ with {generator.script}{source}", flush=True)
         done = subprocess.run(command, cwd=target, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done.returncode:
             raise OutputError(f"{generator.script} failed (exit {done.returncode}):\n{done.stderr.strip()[-2000:]}")
