@@ -45,6 +45,13 @@ def test_benchmark_tool_measures_eager_and_exported_models(tmp_path):
     assert all(c["median_s"] > 0 and c["peak_memory_gib"] > 0 and c["rounds"] == 2 for c in report["cases"])
     assert report["params"] == sum(p.size for p in build_model(SMALL_VIT).parameters())
     assert "img/s" in stdout and "GMACs" in stdout
+    # the report names the processor it was measured on, as /proc/cpuinfo does
+    with open("/proc/cpuinfo") as f:
+        first = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    machine = report["machine"]
+    assert machine["cpu"] == first["model name\t"].strip() and machine["vendor"] == first["vendor_id\t"].strip()
+    assert set(machine["vector_extensions"]) <= set(first["flags\t\t"].split())
+    assert f"machine: {machine['cpu']}, " in stdout
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from _cli import add_config_arguments, exit_on_user_error
 
 import paddle
 
-from ppuhd import runtime
+from ppuhd import cpu, runtime
 from ppuhd.config import load_config
 from ppuhd.contract import model_info
 from ppuhd.deploy import export_model
@@ -123,7 +123,8 @@ def main(argv=None):
     batches = [1] if enhancer and args.mode != "train" else [int(b) for b in args.batch_sizes.split(",")]
     modes = ["dygraph", "predictor"] if args.mode == "both" else [args.mode]
     results = {"config": args.config, "model": cfg["model"]["type"], "device": device_name(),
-               "threads": runtime.available_cores(), "paddle": paddle.__version__, **info, "size": size, "cases": []}
+               "threads": runtime.available_cores(), "paddle": paddle.__version__, "machine": cpu.machine(), **info,
+               "size": size, "cases": []}
     with tempfile.TemporaryDirectory() as export_dir:
         if "predictor" in modes:
             weights = args.weights or os.path.join(export_dir, "random.pdparams")
@@ -152,6 +153,7 @@ def main(argv=None):
         write_json(args.json, results)
     print(f"{results['model']}: {info['params'] / 1e6:.2f}M parameters, {info['gmacs']:.2f} GMACs at "
           f"{size[0]}x{size[1]}, {results['device']}, {results['threads']} threads")
+    print(f"machine: {cpu.describe_machine(results['machine'])}")
 
 
 def keep_faster(best, key, result):

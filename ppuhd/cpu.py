@@ -1,0 +1,87 @@
+"""The processor, and the one setting that must precede Paddle: MKL's code path on AMD CPUs.
+
+Paddle's CPU wheel runs eager matrix products through the Intel MKL it bundles
+(``libmklml_intel.so``). That MKL picks its kernels by CPU vendor: on AMD
+processors it takes a generic path. Measured on a 2-core AMD EPYC with
+Paddle 3.3.1, a 2048x2048 float32 matmul ran at 36 GFLOP/s, and at 98 with
+``MKL_DEBUG_CPU_TYPE=5`` (MKL's AVX2 kernels) in the environment; on another
+AMD EPYC (AVX2 only) 30 against 111. MKL reads the variable once, at its first
+kernel call (measured: setting it after ``import paddle`` but before the first
+matmul works, after the first matmul it does not). ``import ppuhd`` sets it
+(see ``ppuhd/__init__.py``), only on AMD (and Hygon) x86 processors, and only
+when the variable is unset, so a value you set yourself always wins (an empty
+string keeps MKL's own choice). If Paddle ran a matrix product before ppuhd was
+imported, the setting comes too late for that process. Paddle Inference's
+oneDNN kernels are unaffected either way.
+
+:func:`machine` describes the processor for benchmark reports.
+"""
+
+import os
+import platform
+
+MKL_VARIABLE = "MKL_DEBUG_CPU_TYPE"
+MKL_AVX2 = "5"
+VENDORS_WITH_SLOW_MKL = ("AuthenticAMD", "HygonGenuine")
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                     "avx512_bf16", "amx_tile", "amx_bf16")
+CPUINFO = "/proc/cpuinfo"
+
+# What prefer_fast_mkl_path found when ppuhd was imported (filled in by it).
+mkl_setting = {"value": None, "set_by_ppuhd": False, "reason": "not checked"}
+
+
+def read_cpuinfo(path=CPUINFO):
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block ends at the first blank line
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def prefer_fast_mkl_path(environ=os.environ, cpuinfo_path=CPUINFO):
+    """Set MKL_DEBUG_CPU_TYPE=5 for Paddle's MKL on AMD x86 CPUs, if it is unset.
+
+    Returns what was decided (also kept in :data:`mkl_setting`).
+    """
+    if MKL_VARIABLE in environ:
+        decision = {"value": environ[MKL_VARIABLE], "set_by_ppuhd": False, "reason": "set by the user"}
+    else:
+        vendor = read_cpuinfo(cpuinfo_path).get("vendor_id", "")
+        if vendor in VENDORS_WITH_SLOW_MKL:
+            environ[MKL_VARIABLE] = MKL_AVX2
+            decision = {"value": MKL_AVX2, "set_by_ppuhd": True, "reason": f"{vendor} processor"}
+        else:
+            decision = {"value": None, "set_by_ppuhd": False, "reason": f"{vendor or 'unknown'} processor"}
+    mkl_setting.update(decision)
+    return decision
+
+
+def machine():
+    """The processor and the MKL setting, as a benchmark report records them."""
+    info = read_cpuinfo()
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "vendor": info.get("vendor_id", ""),
+        "vector_extensions": [name for name in VECTOR_EXTENSIONS if name in flags],
+        "logical_cores": os.cpu_count(),
+        "mkl_debug_cpu_type": os.environ.get(MKL_VARIABLE),
+        "mkl_debug_cpu_type_set_by_ppuhd": mkl_setting["set_by_ppuhd"],
+    }
+
+
+def describe_machine(info=None):
+    """One line: processor, vector extensions, the MKL setting."""
+    info = info or machine()
+    mkl = info["mkl_debug_cpu_type"]
+    mkl_text = "unset" if mkl is None else f"{mkl}{' (set by ppuhd)' if info['mkl_debug_cpu_type_set_by_ppuhd'] else ''}"
+    extensions = " ".join(info["vector_extensions"]) or "no vector extensions listed"
+    return f"{info['cpu']}, {info['logical_cores']} logical cores, {extensions}, MKL_DEBUG_CPU_TYPE {mkl_text}"

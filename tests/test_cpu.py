@@ -1,0 +1,67 @@
+"""MKL's code path on AMD processors: set before Paddle's first matrix product, never over the user's choice."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ppuhd import cpu
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CPUINFO = "processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: {model}\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n" \
+          "processor\t: 1\nvendor_id\t: SecondBlockIgnored\n"
+
+
+def fake_cpuinfo(tmp_path, vendor, model="Some CPU"):
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO.format(vendor=vendor, model=model))
+    return str(path)
+
+
+@pytest.mark.parametrize("vendor", ["AuthenticAMD", "HygonGenuine"])
+def test_amd_processors_get_mkls_avx2_path(tmp_path, vendor):
+    environ = {}
+    decision = cpu.prefer_fast_mkl_path(environ, fake_cpuinfo(tmp_path, vendor))
+    assert environ == {"MKL_DEBUG_CPU_TYPE": "5"} and decision["set_by_ppuhd"]
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", ""])
+def test_other_processors_are_left_alone(tmp_path, vendor):
+    environ = {}
+    assert not cpu.prefer_fast_mkl_path(environ, fake_cpuinfo(tmp_path, vendor))["set_by_ppuhd"]
+    assert environ == {}
+    assert not cpu.prefer_fast_mkl_path(environ, str(tmp_path / "no-such-file"))["set_by_ppuhd"]
+
+
+@pytest.mark.parametrize("value", ["0", ""])
+def test_a_value_the_user_set_always_wins(tmp_path, value):
+    environ = {"MKL_DEBUG_CPU_TYPE": value}
+    decision = cpu.prefer_fast_mkl_path(environ, fake_cpuinfo(tmp_path, "AuthenticAMD"))
+    assert environ == {"MKL_DEBUG_CPU_TYPE": value}
+    assert decision == {"value": value, "set_by_ppuhd": False, "reason": "set by the user"}
+
+
+def test_the_first_processor_block_is_read(tmp_path):
+    info = cpu.read_cpuinfo(fake_cpuinfo(tmp_path, "AuthenticAMD", "AMD EPYC 9B14"))
+    assert info["vendor_id"] == "AuthenticAMD" and info["model name"] == "AMD EPYC 9B14"
+
+
+def importing_ppuhd(env_value):
+    """MKL_DEBUG_CPU_TYPE as a fresh interpreter sees it after ``import ppuhd`` (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
+    if env_value is not None:
+        env["MKL_DEBUG_CPU_TYPE"] = env_value
+    code = "import json, os, ppuhd; print(json.dumps(os.environ.get('MKL_DEBUG_CPU_TYPE')))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_import_sets_it_on_this_machine_exactly_when_the_processor_is_amd():
+    with open("/proc/cpuinfo") as f:
+        vendor = next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
+    expected = "5" if vendor in ("AuthenticAMD", "HygonGenuine") else None
+    assert importing_ppuhd(None) == expected
+    assert importing_ppuhd("0") == "0"  # the user's value, untouched
