@@ -82,6 +82,9 @@ def describe_machine(info=None):
     """One line: processor, vector extensions, the MKL setting."""
     info = info or machine()
     mkl = info["mkl_debug_cpu_type"]
-    mkl_text = "unset" if mkl is None else f"{mkl}{' (set by ppuhd)' if info['mkl_debug_cpu_type_set_by_ppuhd'] else ''}"
+    if mkl is None or mkl == "":
+        mkl_text = "unset" if mkl is None else "empty (MKL's own choice)"
+    else:
+        mkl_text = f"{mkl}{' (set by ppuhd)' if info['mkl_debug_cpu_type_set_by_ppuhd'] else ''}"
     extensions = " ".join(info["vector_extensions"]) or "no vector extensions listed"
     return f"{info['cpu']}, {info['logical_cores']} logical cores, {extensions}, MKL_DEBUG_CPU_TYPE {mkl_text}"
