@@ -10,21 +10,26 @@ import pytest
 from ppuhd import cpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CPUINFO = "processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: {model}\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n" \
+CPUINFO = "processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: {model}\nflags\t\t: {flags}\n\n" \
           "processor\t: 1\nvendor_id\t: SecondBlockIgnored\n"
+AVX2 = "fpu sse4_2 avx avx2 fma"
+AVX512 = AVX2 + " avx512f avx512dq avx512cd avx512bw avx512vl"
 
 
-def fake_cpuinfo(tmp_path, vendor, model="Some CPU"):
+def fake_cpuinfo(tmp_path, vendor, model="Some CPU", flags=AVX2):
     path = tmp_path / "cpuinfo"
-    path.write_text(CPUINFO.format(vendor=vendor, model=model))
+    path.write_text(CPUINFO.format(vendor=vendor, model=model, flags=flags))
     return str(path)
 
 
 @pytest.mark.parametrize("vendor", ["AuthenticAMD", "HygonGenuine"])
-def test_amd_processors_get_mkls_avx2_path(tmp_path, vendor):
+@pytest.mark.parametrize("flags, path", [(AVX2, "5"), (AVX512, "7"), (AVX2 + " avx512f", "5"),
+                                         ("fpu sse4_2 avx", None)])
+def test_amd_processors_get_the_widest_mkl_path_they_support(tmp_path, vendor, flags, path):
     environ = {}
-    decision = cpu.prefer_fast_mkl_path(environ, fake_cpuinfo(tmp_path, vendor))
-    assert environ == {"MKL_DEBUG_CPU_TYPE": "5"} and decision["set_by_ppuhd"]
+    decision = cpu.prefer_fast_mkl_path(environ, fake_cpuinfo(tmp_path, vendor, flags=flags))
+    assert environ == ({"MKL_DEBUG_CPU_TYPE": path} if path else {})
+    assert decision["set_by_ppuhd"] == bool(path)
 
 
 @pytest.mark.parametrize("vendor", ["GenuineIntel", ""])
@@ -61,7 +66,10 @@ def importing_ppuhd(env_value):
 
 def test_import_sets_it_on_this_machine_exactly_when_the_processor_is_amd():
     with open("/proc/cpuinfo") as f:
-        vendor = next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
-    expected = "5" if vendor in ("AuthenticAMD", "HygonGenuine") else None
+        first = f.read().split("\n\n")[0].splitlines()
+    fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in first if ":" in line}
+    flags = set(fields.get("flags", "").split())
+    widest = "7" if {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= flags else "5"
+    expected = widest if fields.get("vendor_id") in ("AuthenticAMD", "HygonGenuine") and "avx2" in flags else None
     assert importing_ppuhd(None) == expected
     assert importing_ppuhd("0") == "0"  # the user's value, untouched
