@@ -15,8 +15,12 @@ SLOW = {("backward", "UHDFour"), ("train", "UHDFour"), ("train", "DeiT")}  # 5-1
 @pytest.mark.parametrize("check", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] * ((c.step, c.family) in SLOW))
                                    for c in CHECKS])
 def test_rung(check):
-    failed = [r for r in check.run() if not r.passed]
+    rows = check.run()
+    failed = [r for r in rows if not r.passed and (r.step, r.family, r.case) not in ladder.KNOWN_DEVIATIONS]
     assert not failed, "\n".join(f"{r.case}: {r.measure} {r.diff:.3g} > {r.tolerance:.3g}" for r in failed)
+    known = [r for r in rows if not r.passed and (r.step, r.family, r.case) in ladder.KNOWN_DEVIATIONS]
+    if known:
+        pytest.xfail("known deviation: " + "; ".join(f"{r.case} {r.diff:.3g} > {r.tolerance:.3g}" for r in known))
 
 
 def test_every_family_has_every_rung():
