@@ -50,8 +50,11 @@ def test_tool_prints_the_ladder_from_the_committed_fixtures():
 def test_tool_names_unknown_steps_and_a_failed_regeneration(tmp_path):
     done = run_tool("--steps", "fwd")
     assert done.returncode == 2 and "unknown step fwd; choose from forward," in done.stderr
-    # this interpreter has no torch: said before anything is copied or run
     done = run_tool("--torch-python", sys.executable, "--fixtures-dir", str(tmp_path / "fx"))
+    assert done.returncode == 1 and "needs checkouts of the official code: pass --official-deit DIR" in done.stderr
+    # this interpreter has no torch: said before anything is copied or run
+    officials = [f"--official-{key}={tmp_path}" for key in ("deit", "uhdfour", "llformer")]
+    done = run_tool("--torch-python", sys.executable, "--fixtures-dir", str(tmp_path / "fx"), *officials)
     assert done.returncode == 1 and f"error: --torch-python {sys.executable} lacks torch, torchvision, timm" in done.stderr
     assert not (tmp_path / "fx").exists()
     (tmp_path / "fx").mkdir()

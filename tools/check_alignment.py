@@ -59,6 +59,10 @@ def regenerate(args):
     target = os.path.abspath(args.fixtures_dir)
     if os.path.lexists(target) and not args.overwrite:
         refuse_to_replace([target], "regenerated fixtures")
+    missing = sorted({g.official for g in ladder.GENERATORS if g.official and not getattr(args, f"official_{g.official}")})
+    if missing:
+        raise OutputError("regenerating the references needs checkouts of the official code: pass "
+                          + ", ".join(f"--official-{key} DIR ({OFFICIAL[key]})" for key in missing))
     check_reference_python(args.torch_python)
     remove_paths([target])
     shutil.copytree(ladder.FIXTURES_ROOT, target, ignore=shutil.ignore_patterns("__pycache__"))
@@ -67,11 +71,7 @@ def regenerate(args):
         command = [args.torch_python, os.path.join(target, generator.script), "--out",
                    os.path.join(target, generator.folder)]
         if generator.official:
-            checkout = getattr(args, f"official_{generator.official}")
-            if not checkout:
-                raise OutputError(f"{generator.script} needs a checkout of {OFFICIAL[generator.official]}: "
-                                  f"pass --official-{generator.official} DIR")
-            command += ["--official", os.path.abspath(checkout)]
+            command += ["--official", os.path.abspath(getattr(args, f"official_{generator.official}"))]
         source = f" on {OFFICIAL[generator.official]}" if generator.official else ""
         print(f"regenerating {generator.folder}/ with {generator.script}{source}", flush=True)
         done = subprocess.run(command, cwd=target, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
