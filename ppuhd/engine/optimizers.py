@@ -58,7 +58,7 @@ class GlobalNormClip(paddle.nn.ClipGradByGlobalNorm):
             return params_grads
         norm = paddle.sqrt(paddle.add_n([paddle.sum(g.astype("float32") ** 2) for g in grads]))
         scale = self.clip_norm / paddle.maximum(norm, paddle.to_tensor(self.clip_norm, dtype="float32"))
-        return [(p, g if g is None else g * scale.astype(g.dtype)) for p, g in params_grads]
+        return [(p, None if g is None else g * scale.astype(g.dtype)) for p, g in params_grads]
 
 
 def _common(model, weight_decay, no_weight_decay, no_weight_decay_1d, grad_clip_norm):
