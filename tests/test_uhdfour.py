@@ -4,8 +4,6 @@ The golden outputs come from ``tests/fixtures/make_uhdfour_fixtures.py``
 (see ``tests/fixtures/README.md``).
 """
 
-import importlib.util
-import json
 import re
 from pathlib import Path
 
@@ -34,22 +32,6 @@ OFFICIAL = {
 }
 NARROW_UHD = dict(factor=8, extract_channels=4, low_channels=8)
 NARROW_LOL = dict(factor=2, extract_channels=2, low_channels=8, fuse_channels=8, deep_high=True)
-
-
-def _fixture_maker():
-    spec = importlib.util.spec_from_file_location("make_uhdfour_fixtures", FIXTURES / "make_uhdfour_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # numpy only at import; torch is imported in main()
-    return module
-
-
-def _official_state(name, fixture):
-    """The official state dict as a checkpoint holds it: 'module.' keys, numpy values."""
-    if name == "lol_narrow":
-        return read_checkpoint(UHDFOUR_FIXTURES / "lol_narrow.pth")
-    keys, shapes = list(fixture["keys"]), json.loads(str(fixture["shapes"]))
-    state = _fixture_maker().synthetic_state_dict(keys, shapes, int(fixture["seed"]))
-    return {"module." + k: v for k, v in state.items()}
 
 
 def _run(model, x):

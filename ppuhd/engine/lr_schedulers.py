@@ -40,6 +40,8 @@ class Schedule(LRScheduler):
     Paddle's computes the first lr.
     """
 
+    position_metric = None  # the validation metric a schedule follows, if any (CosineWarmRestarts)
+
     def __init__(self, base_lr, total_steps, steps_per_epoch, total_batch_size, scale_base_batch=None,
                  step_per="iteration", lag_epochs=0):
         if step_per not in STEP_PER:

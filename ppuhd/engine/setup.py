@@ -101,7 +101,7 @@ class TrainingSetup:
 
     def _check_schedule_metric(self):
         """A schedule that follows a validation metric needs it reported, and a validation set."""
-        wanted = getattr(self.scheduler, "position_metric", None)
+        wanted = self.scheduler.position_metric
         if wanted is not None and self.val_loader is None:
             raise ConfigError(f"lr_scheduler.position_metric {wanted!r} needs a val_dataset")
         self._check_reported("lr_scheduler.position_metric", wanted)

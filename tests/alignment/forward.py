@@ -14,7 +14,7 @@ import paddle
 from ppuhd import build_model
 from ppuhd.weights import convert_torch_state_dict, find_state_dict, read_checkpoint
 
-from .ladder import fixture, generated_by, max_abs, result, rung
+from .ladder import fixture, fixture_script, generated_by, max_abs, result, rung
 
 TOL = 1e-5  # fp32, small inputs; the issue's bound for full-size inputs is 1e-4
 
@@ -103,12 +103,8 @@ def uhdfour_official_state(name, npz):
     """The official state dict of a UHDFour fixture: the stored checkpoint, or rebuilt from its seed."""
     if name == "lol_narrow":
         return find_state_dict(read_checkpoint(fixture("uhdfour", "lol_narrow.pth")))
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_uhdfour_fixtures", fixture("make_uhdfour_fixtures.py"))
-    maker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(maker)  # numpy only at import
-    return maker.synthetic_state_dict(list(npz["keys"]), json.loads(str(npz["shapes"])), int(npz["seed"]))
+    synthetic_state_dict = fixture_script("make_uhdfour_fixtures").synthetic_state_dict
+    return synthetic_state_dict(list(npz["keys"]), json.loads(str(npz["shapes"])), int(npz["seed"]))
 
 
 @rung("forward", "UHDFour")

@@ -18,7 +18,6 @@ against the official float64 gradients.
 """
 
 import copy
-import importlib.util
 import json
 import os
 import tempfile
@@ -35,7 +34,7 @@ from ppuhd.registry import LOSSES, MODELS
 from ppuhd.weights import check_state_dict, convert_torch_state_dict
 from ppuhd.weights.convert import torch_key_plan
 
-from .ladder import FIXTURES_ROOT, fixture, generated_by, result, rung
+from .ladder import FIXTURES_ROOT, fixture, fixture_script, generated_by, result, rung
 
 FOLDER = "gradients"
 SCRIPT = "make_gradient_fixtures.py"
@@ -58,15 +57,7 @@ UHDFOUR_MODELS = {
 }
 
 
-def _generator():
-    """The fixture script as a module: its case table, synthetic weights and projection (numpy only)."""
-    spec = importlib.util.spec_from_file_location("make_gradient_fixtures", os.path.join(FIXTURES_ROOT, SCRIPT))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN = _generator()
+GEN = fixture_script(os.path.splitext(SCRIPT)[0])  # its case table, synthetic weights and projection
 
 
 def shipped_loss(config):

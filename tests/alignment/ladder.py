@@ -13,7 +13,9 @@ references come from, so the tool can regenerate them with the official code.
 """
 
 import dataclasses
+import functools
 import importlib
+import importlib.util
 import os
 from typing import Callable, List
 
@@ -147,6 +149,16 @@ def fixture(*parts):
     if not os.path.exists(path):
         raise FileNotFoundError(f"missing fixture {path}: see tests/fixtures/README.md for how it is produced")
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def fixture_script(name):
+    """A generator script of tests/fixtures as a module (for its seeded weights and case tables:
+    the scripts import only numpy at module level; torch only when run)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(FIXTURES_ROOT, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_checks():

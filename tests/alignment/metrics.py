@@ -9,7 +9,6 @@ unclamped float output; LLFormer: ``peak_signal_noise_ratio`` and
 """
 
 import os
-import sys
 import tempfile
 
 import numpy as np
@@ -18,7 +17,7 @@ import paddle
 from ppuhd.metrics.classification import TopKAccuracy
 from ppuhd.metrics.image_quality import ImageQuality, quantize
 
-from .ladder import FIXTURES_ROOT, fixture, generated_by, result, rung
+from .ladder import fixture, fixture_script, generated_by, result, rung
 
 generated_by("make_ladder_fixtures.py", "ladder")
 generated_by("make_lpips_fixtures.py", "lpips")
@@ -99,12 +98,9 @@ def llformer_quality():
 
 def _lpips(row):
     """AlexNet LPIPS against the ``lpips`` package (seeded random weights, rebuilt here)."""
-    sys.path.insert(0, FIXTURES_ROOT)
-    try:
-        from lpips_weights import seeded_weights
-    finally:
-        sys.path.remove(FIXTURES_ROOT)
     from ppuhd.metrics.lpips import LPIPS, LPIPSAlex
+
+    seeded_weights = fixture_script("lpips_weights").seeded_weights
 
     ref = _npz("lpips", "lpips_alex.npz")
     network, shapes = LPIPSAlex(), {}

@@ -24,7 +24,6 @@ step bound.
 """
 
 import functools
-import importlib.util
 import json
 import os
 import tempfile
@@ -39,7 +38,7 @@ from ppuhd.losses.enhancement import VGG19Features
 from ppuhd.registry import DATASETS
 from ppuhd.weights.convert import torch_key_plan
 
-from .ladder import FIXTURES_ROOT, fixture, generated_by, relative_l2, result, rung
+from .ladder import fixture, fixture_script, generated_by, relative_l2, result, rung
 
 SCRIPT = "make_training_fixtures.py"
 FOLDER = "training"
@@ -55,15 +54,6 @@ ADAM_STEP_BOUND = 1.02
 # value; a wrong formula lands far away (the measured ratio is 1.01 at most).
 ILL_CONDITIONED_FACTOR = 2.0
 SEED = 0  # the trainer's seed: it also fixes the sampler's order
-
-
-@functools.lru_cache(maxsize=None)
-def fixture_script(name):
-    """A fixture script of tests/fixtures as a module (they import only numpy at module level)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(FIXTURES_ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def maker():
