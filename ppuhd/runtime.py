@@ -60,6 +60,18 @@ def keep_freed_memory():
         pass
 
 
+def run_static_programs_in_order():
+    """Make Paddle's executor run a static program's operators one at a time, in program order.
+
+    By default it runs independent operators concurrently, so random ones
+    (dropout, drop path) draw from the generator in an order that changes from
+    run to run, and a ``train.to_static`` run could not be repeated or resumed
+    exactly (measured: losses apart from the second step). The trainer applies
+    this when a config sets ``train.to_static``.
+    """
+    paddle.set_flags({"FLAGS_new_executor_serial_run": True})
+
+
 def configure_logging(is_main=True):
     """INFO lines on the console (warnings only on processes other than rank 0, so N do not print N copies).
 

@@ -206,12 +206,13 @@ def test_a_damaged_checkpoint_is_named(tmp_path):
 
 # ------------------------------------------------------------------ resume
 @pytest.mark.slow
-def test_interrupted_and_resumed_training_ends_with_the_same_weights(tmp_path, monkeypatch):
-    straight = Trainer(tiny_config(tmp_path / "a"))
+@pytest.mark.parametrize("to_static", [False, True])
+def test_interrupted_and_resumed_training_ends_with_the_same_weights(tmp_path, monkeypatch, to_static):
+    straight = Trainer(tiny_config(tmp_path / "a", to_static=to_static))
     straight.run()
     expected, expected_ema = weights_of(straight.setup.model), weights_of(straight.setup.ema.model)
 
-    cfg = tiny_config(tmp_path / "b")
+    cfg = tiny_config(tmp_path / "b", to_static=to_static)
     crashing = Trainer(cfg)
     original_step = Trainer._train_step
 
@@ -274,10 +275,11 @@ def test_an_unwritable_output_folder_is_reported_before_anything_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
-    plain = tiny_config(tmp_path / "a", iters=3, ema=None)
+@pytest.mark.parametrize("to_static", [False, True])
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path, to_static):
+    plain = tiny_config(tmp_path / "a", iters=3, ema=None, to_static=to_static)
     plain["dataloader"]["batch_size"] = 8
-    accumulated = tiny_config(tmp_path / "b", iters=3, accumulate_steps=2, ema=None)
+    accumulated = tiny_config(tmp_path / "b", iters=3, accumulate_steps=2, ema=None, to_static=to_static)
     for cfg in (plain, accumulated):
         cfg["model"].update(drop_path_rate=0.0, proj_drop_rate=0.0)
     a, b = Trainer(plain), Trainer(accumulated)

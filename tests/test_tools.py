@@ -112,12 +112,14 @@ def test_convert_weights_cli(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("to_static", [False, True])
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, to_static):
     cfg = write_config(tmp_path)
+    mode = ["-o", f"train.to_static={to_static}"]
     run_tool("tools/train.py", "-c", cfg, "-o", "dataloader.batch_size=8", "-o",
-             f"runtime.output_dir={tmp_path / 'single'}")
+             f"runtime.output_dir={tmp_path / 'single'}", *mode)
     run_tool("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "logs"),
-             "tools/train.py", "-c", cfg, "-o", f"runtime.output_dir={tmp_path / 'double'}")
+             "tools/train.py", "-c", cfg, "-o", f"runtime.output_dir={tmp_path / 'double'}", *mode)
     assert (tmp_path / "logs" / "workerlog.1").is_file()  # a second process really ran
     single = paddle.load(str(tmp_path / "single" / "checkpoints" / "iter_000003" / "model.pdparams"))
     double = paddle.load(str(tmp_path / "double" / "checkpoints" / "iter_000003" / "model.pdparams"))

@@ -78,6 +78,7 @@ class TrainOptions:
     seed: int = _number(0, minimum=0)
     pretrained: Optional[str] = None  # weights to start from (any format load_weights reads)
     pretrained_exclude: List[str] = field(default_factory=list)  # regexes of keys to leave at init, e.g. '^head\\.'
+    to_static: bool = False  # run each step's forward and loss as a static program (paddle.jit.to_static)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ..engine.tasks import build_task
 from ..engine.tiling import tiled_forward, tiling_arguments
 from ..losses.base import Loss
 from ..registry import ConfigError
+from ..runtime import run_static_programs_in_order
 from ..weights import load_weights
 from .predictor import Predictor
 
@@ -114,7 +115,9 @@ def _train_step_case(cfg, model, x, case):
         criterion, loss_name = cfg.build_loss(), cfg["loss"]["type"]
     except ConfigError:  # a loss needing files absent here (VGG weights, a teacher)
         criterion, loss_name = _MeanAbsoluteOutput(), "mean(|output|) (the config's loss could not be built here)"
-    task = build_task(model, criterion, cfg.build_batch_transform())
+    if cfg.train.to_static:
+        run_static_programs_in_order()  # as the trainer does
+    task = build_task(model, criterion, cfg.build_batch_transform(), to_static=cfg.train.to_static)
     optimizer = paddle.optimizer.AdamW(parameters=model.parameters(), learning_rate=1e-4)
     amp = MixedPrecision(cfg.train.amp, gpu_available())
     classes = task.info.num_classes

@@ -9,11 +9,13 @@ import math
 import os
 
 import paddle
+from paddle.distributed.parallel import sync_params_buffers
 
 from ..config import as_run_config, save_config
 from ..data.loader import DataLoader
 from ..data.sampler import EvalBatchSampler, TrainBatchSampler
 from ..registry import ConfigError, suggest
+from ..runtime import run_static_programs_in_order
 from ..weights import EMA_FILE, MODEL_FILE, check_state_dict, find_state_dict, load_weights, read_checkpoint
 from .amp import MixedPrecision
 from .ema import ModelEMA
@@ -58,6 +60,10 @@ class TrainingSetup:
         if self.runtime.is_main:
             save_config(cfg, os.path.join(self.output_dir, "config.yml"))
         seed_everything(options.seed)
+        if options.to_static:
+            run_static_programs_in_order()
+            logger.info("train.to_static: each step's forward and loss run as a static program, "
+                        "its operators in program order (FLAGS_new_executor_serial_run) so random ones repeat exactly")
 
         self.model = cfg.build_model()
         if options.pretrained:
@@ -86,10 +92,15 @@ class TrainingSetup:
         self.ema = None
         if options.ema is not None:
             self.ema = ModelEMA(cfg.build_model(), self.model, options.ema.decay)
-        # The network that runs the steps: wrapped for gradient averaging across processes.
-        self.network = paddle.DataParallel(self.model) if self.runtime.world_size > 1 else self.model
+        # The network that runs the steps: wrapped for gradient averaging across processes (a static
+        # program cannot hold DataParallel: the task averages instead, from the same initial weights).
+        self.network = self.model
+        if self.runtime.world_size > 1 and options.to_static:
+            sync_params_buffers(self.model)
+        elif self.runtime.world_size > 1:
+            self.network = paddle.DataParallel(self.model)
         self.task = build_task(self.model, self.criterion, self.batch_transform, self.train_dataset.describe,
-                               cfg.get("tiling"))
+                               cfg.get("tiling"), to_static=options.to_static)
 
     def _reported_metrics(self):
         names = [name for metric in self.metrics for name in metric.names]

@@ -84,7 +84,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..contract import ModelInfo
-from ..paddle_compat import PixelUnshuffle, is_traced, reflect_pad_to_multiple
+from ..paddle_compat import PixelUnshuffle, is_static_size, is_traced, reflect_pad_to_multiple
 from ..registry import MODELS
 from .layers import torch_default_init_
 from .preprocessing import WHOLE_IMAGE
@@ -250,9 +250,9 @@ def axis_attention(q, k, v, fac, along_height, budget_bytes):
         parts = (q, k, v) if start is None else (paddle.slice(t, [line_axis], [start], [end]) for t in (q, k, v))
         return _attend(*(t.transpose(to_lines) for t in parts), fac).transpose(from_lines)
 
-    if is_traced():
-        return _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize)
     batch, length, count = q.shape[0], q.shape[length_axis], q.shape[line_axis]
+    if not all(is_static_size(n) and n >= 0 for n in (batch, length, count)):  # a graph traced for any size
+        return _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize)
     step = max(1, int(budget_bytes // (batch * length * length * itemsize)))
     if step >= count:
         return attend_lines()
@@ -263,7 +263,9 @@ def axis_attention(q, k, v, fac, along_height, budget_bytes):
 def _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize):
     """The chunk loop of :func:`axis_attention` as a graph while-loop (H, W unknown when exporting).
 
-    Each chunk's result is written into a preallocated output; the eager path
+    Inference only: Paddle 3.3.1 passes no gradient through this loop (a graph
+    traced at known sizes, as ``train.to_static`` traces, unrolls the chunks
+    instead). Each chunk's result is written into a preallocated output; the eager path
     concatenates instead, since an eager ``while_loop`` copies its loop
     variables on every iteration.
     """

@@ -210,13 +210,14 @@ def compare(family, reference, losses, ours, lr, float64=False):
     return rows
 
 
-def run_family(family, build_config):
-    """Train through our engine; return (fixture arrays, our losses, our updates, lr)."""
+def run_family(family, build_config, to_static=False):
+    """Train through our engine (``train.to_static`` as given); return (fixture arrays, our losses, our updates, lr)."""
     reference = np.load(fixture(FOLDER, f"{family}.npz"))
     with tempfile.TemporaryDirectory() as work:
         batches = os.path.join(work, "batches.npz")
         write_batches(reference["images"], reference["targets"], batches)
         cfg, lr = build_config(work, batches)
+        cfg["train"]["to_static"] = to_static
         trainer = RecordingTrainer(load_config(cfg))
         model = trainer.setup.model
         initial = {k: v.numpy().astype(np.float64) for k, v in model.named_parameters()}
@@ -228,79 +229,92 @@ def _model_of(cfg):
     return load_config(cfg).build_model()
 
 
-@rung("train", "DeiT")
-def deit_tiny_distilled_training():
+def build_deit(work, batches):
     spec = maker().DEIT
-
-    def build(work, batches):
-        teacher = {"type": "RegNet", **spec["teacher"], "num_classes": spec["num_classes"]}
-        model = {"type": spec["model"], "img_size": spec["img_size"], "num_classes": spec["num_classes"]}
-        student_file, teacher_file = os.path.join(work, "student.npz"), os.path.join(work, "teacher.npz")
-        cfg = base_config(work, batches, spec["batch"], student_file)
-        cfg.update(
-            model=model,
-            loss={"type": "DistillationLoss",
-                  "base": {"type": "CrossEntropyLoss", "label_smoothing": spec["smoothing"]},
-                  "teacher": teacher, "teacher_weights": teacher_file, "distillation_type": "hard",
-                  "alpha": spec["alpha"], "tau": spec["tau"]},
-            optimizer={"type": "AdamW", "eps": spec["eps"], "weight_decay": spec["weight_decay"]},
-            lr_scheduler={"type": "ConstantWarmup", "base_lr": spec["lr"]},
-        )
-        synthetic = maker().synthetic_state_dict
-        write_synthetic_weights(_model_of({**cfg, "model": teacher}), teacher_file,
-                                functools.partial(synthetic, tag="teacher"))
-        write_synthetic_weights(_model_of(cfg), student_file, functools.partial(synthetic, tag="deit"))
-        return cfg, spec["lr"]
-
-    reference, losses, ours, lr = run_family("deit", build)
-    return compare("DeiT", reference, losses, ours, lr)
+    teacher = {"type": "RegNet", **spec["teacher"], "num_classes": spec["num_classes"]}
+    model = {"type": spec["model"], "img_size": spec["img_size"], "num_classes": spec["num_classes"]}
+    student_file, teacher_file = os.path.join(work, "student.npz"), os.path.join(work, "teacher.npz")
+    cfg = base_config(work, batches, spec["batch"], student_file)
+    cfg.update(
+        model=model,
+        loss={"type": "DistillationLoss",
+              "base": {"type": "CrossEntropyLoss", "label_smoothing": spec["smoothing"]},
+              "teacher": teacher, "teacher_weights": teacher_file, "distillation_type": "hard",
+              "alpha": spec["alpha"], "tau": spec["tau"]},
+        optimizer={"type": "AdamW", "eps": spec["eps"], "weight_decay": spec["weight_decay"]},
+        lr_scheduler={"type": "ConstantWarmup", "base_lr": spec["lr"]},
+    )
+    synthetic = maker().synthetic_state_dict
+    write_synthetic_weights(_model_of({**cfg, "model": teacher}), teacher_file,
+                            functools.partial(synthetic, tag="teacher"))
+    write_synthetic_weights(_model_of(cfg), student_file, functools.partial(synthetic, tag="deit"))
+    return cfg, spec["lr"]
 
 
-@rung("train", "UHDFour")
-def uhdfour_training():
+def build_uhdfour(work, batches):
     spec = maker().UHDFOUR
-    uhdfour_state_dict = fixture_script("make_uhdfour_fixtures").synthetic_state_dict
-
-    def build(work, batches):
-        model_file, vgg_file = os.path.join(work, "uhdfour.npz"), os.path.join(work, "vgg19.npz")
-        cfg = base_config(work, batches, spec["batch"], model_file)
-        cfg.update(
-            model={"type": "uhdfour_uhd"},
-            loss={"type": "CombinedLoss", "terms": [
-                {"loss": {"type": "SmoothL1Loss"}, "weight": 5.0, "output": 0},
-                {"loss": {"type": "SmoothL1Loss"}, "weight": 0.5, "output": 1},
-                {"loss": {"type": "PerceptualLoss", "weights": vgg_file, "layer": "conv4_4"}, "weight": 0.001,
-                 "output": 1},
-                {"loss": {"type": "SSIMLoss", "window_size": 11, "sigma": 1.5}, "weight": 0.002, "output": 0},
-            ]},
-            optimizer={"type": "Adam", "betas": list(spec["betas"]), "eps": spec["eps"], "weight_decay": 0.0},
-            lr_scheduler={"type": "ConstantWarmup", "base_lr": spec["lr"]},
-        )
-        write_synthetic_weights(VGG19Features("conv4_4"), vgg_file,
-                                functools.partial(maker().synthetic_state_dict, tag="vgg19"))
-        write_synthetic_weights(_model_of(cfg), model_file, uhdfour_state_dict)
-        return cfg, spec["lr"]
-
-    reference, losses, ours, lr = run_family("uhdfour", build)
-    return compare("UHDFour", reference, losses, ours, lr, float64=True)
+    model_file, vgg_file = os.path.join(work, "uhdfour.npz"), os.path.join(work, "vgg19.npz")
+    cfg = base_config(work, batches, spec["batch"], model_file)
+    cfg.update(
+        model={"type": "uhdfour_uhd"},
+        loss={"type": "CombinedLoss", "terms": [
+            {"loss": {"type": "SmoothL1Loss"}, "weight": 5.0, "output": 0},
+            {"loss": {"type": "SmoothL1Loss"}, "weight": 0.5, "output": 1},
+            {"loss": {"type": "PerceptualLoss", "weights": vgg_file, "layer": "conv4_4"}, "weight": 0.001,
+             "output": 1},
+            {"loss": {"type": "SSIMLoss", "window_size": 11, "sigma": 1.5}, "weight": 0.002, "output": 0},
+        ]},
+        optimizer={"type": "Adam", "betas": list(spec["betas"]), "eps": spec["eps"], "weight_decay": 0.0},
+        lr_scheduler={"type": "ConstantWarmup", "base_lr": spec["lr"]},
+    )
+    write_synthetic_weights(VGG19Features("conv4_4"), vgg_file,
+                            functools.partial(maker().synthetic_state_dict, tag="vgg19"))
+    write_synthetic_weights(_model_of(cfg), model_file, fixture_script("make_uhdfour_fixtures").synthetic_state_dict)
+    return cfg, spec["lr"]
 
 
-@rung("train", "LLFormer")
-def llformer_training():
+def build_llformer(work, batches):
     spec = maker().LLFORMER
     weights = fixture(*spec["weights"].split("/"))
     with open(os.path.splitext(weights)[0] + ".json") as f:
         architecture = json.load(f)["model"]
+    cfg = base_config(work, batches, spec["batch"], weights)
+    cfg.update(
+        model={"type": "LLFormer", **architecture},
+        loss={"type": "SmoothL1Loss"},
+        optimizer={"type": "Adam", "betas": list(spec["betas"]), "eps": spec["eps"], "weight_decay": 0.0},
+        lr_scheduler={"type": "ConstantWarmup", "base_lr": spec["lr"]},
+    )
+    return cfg, spec["lr"]
 
-    def build(work, batches):
-        cfg = base_config(work, batches, spec["batch"], weights)
-        cfg.update(
-            model={"type": "LLFormer", **architecture},
-            loss={"type": "SmoothL1Loss"},
-            optimizer={"type": "Adam", "betas": list(spec["betas"]), "eps": spec["eps"], "weight_decay": 0.0},
-            lr_scheduler={"type": "ConstantWarmup", "base_lr": spec["lr"]},
-        )
-        return cfg, spec["lr"]
 
-    reference, losses, ours, lr = run_family("llformer", build)
-    return compare("LLFormer", reference, losses, ours, lr)
+# family -> (fixture name, config builder, compared with the float64 reference)
+RUNS = {"DeiT": ("deit", build_deit, False), "UHDFour": ("uhdfour", build_uhdfour, True),
+        "LLFormer": ("llformer", build_llformer, False)}
+
+
+def train_family(family, to_static=False):
+    """Five steps of ``family`` through our trainer: (fixture arrays, losses, updates, lr)."""
+    name, build, _ = RUNS[family]
+    return run_family(name, build, to_static)
+
+
+def compare_family(family, run):
+    """The rows of a :func:`train_family` run against the official reference."""
+    reference, losses, ours, lr = run
+    return compare(family, reference, losses, ours, lr, float64=RUNS[family][2])
+
+
+@rung("train", "DeiT")
+def deit_tiny_distilled_training():
+    return compare_family("DeiT", train_family("DeiT"))
+
+
+@rung("train", "UHDFour")
+def uhdfour_training():
+    return compare_family("UHDFour", train_family("UHDFour"))
+
+
+@rung("train", "LLFormer")
+def llformer_training():
+    return compare_family("LLFormer", train_family("LLFormer"))
