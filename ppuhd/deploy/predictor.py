@@ -49,6 +49,8 @@ class Predictor:
             config.set_cpu_math_library_num_threads(num_threads or available_cores())
             if use_onednn:
                 config.enable_onednn()
+            else:  # a CPU config starts with oneDNN on: leaving it alone would keep it
+                config.disable_onednn()
         self.predictor = paddle_infer.create_predictor(config)
         deploy_path = os.path.join(model_dir, DEPLOY_FILE)
         self.deploy = {}
