@@ -114,8 +114,9 @@ def resize_bilinear(x, size):
 
     The row weights are a full [H, W] plane, not an [H, 1] column: oneDNN's
     element-wise product broadcasts an operand of shape [H, 1] (over N, C
-    and W) through a slow generic path, 1 s for one product at 1080p, 60
-    times the cost of a same-shape one.
+    and W) through a slow generic path: 0.3 s for one 3-channel 1080p
+    product, 15 times a same-shape one (UHDFour's exported graph spent 36%
+    of its time there).
     """
     first, second, frac = _linear_taps(size[1], x.shape[3])
     x = paddle.index_select(x, first, axis=3) * (1.0 - frac) + paddle.index_select(x, second, axis=3) * frac
