@@ -31,7 +31,9 @@ class Predictor:
         model_dir: folder written by tools/export.py.
         device: 'auto' (GPU if available), 'cpu' or 'gpu'.
         num_threads: CPU threads (default: all cores).
-        use_onednn: oneDNN kernels on CPU (faster; off only for debugging).
+        use_onednn: oneDNN kernels on CPU (faster convolutions; Paddle 3.3.1 keeps a
+            reordered copy of each convolution's plain-layout input for the
+            predictor's life, so peak memory is higher).
     """
 
     def __init__(self, model_dir, device="auto", num_threads=None, use_onednn=True):
