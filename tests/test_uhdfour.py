@@ -209,8 +209,9 @@ def test_resize_bilinear_matches_interpolate(size_in, size_out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [NARROW_UHD, NARROW_LOL], ids=["uhd", "lol"])
-def test_export_and_inference(arch, tmp_path):
+@pytest.mark.parametrize("arch,use_onednn", [(NARROW_UHD, True), (NARROW_LOL, True), (NARROW_UHD, False)],
+                         ids=["uhd", "lol", "uhd-no-onednn"])
+def test_export_and_inference(arch, use_onednn, tmp_path):
     paddle.seed(4)
     model = UHDFour(**arch)
     weights = str(tmp_path / "weights.pdparams")
@@ -219,7 +220,7 @@ def test_export_and_inference(arch, tmp_path):
     deploy, _ = export_model({"model": {"type": "UHDFour", **arch}}, weights, str(tmp_path / "export"),
                              dynamic_size=True, input_size=(64, 96))
     assert deploy["task"] == "enhancement" and deploy["dynamic_size"]
-    predictor = Predictor(str(tmp_path / "export"))  # paddle.inference with oneDNN, as tools/infer.py runs it
+    predictor = Predictor(str(tmp_path / "export"), use_onednn=use_onednn)  # oneDNN: as tools/infer.py runs it
 
     rng = np.random.default_rng(5)
     for shape in [(1, 3, 64, 96), (1, 3, 80, 72), (2, 3, 75, 70)]:  # the last one is padded

@@ -31,7 +31,9 @@ class Predictor:
         model_dir: folder written by tools/export.py.
         device: 'auto' (GPU if available), 'cpu' or 'gpu'.
         num_threads: CPU threads (default: all cores).
-        use_onednn: oneDNN kernels on CPU (faster; off only for debugging).
+        use_onednn: oneDNN kernels on CPU (faster convolutions; Paddle 3.3.1 keeps a
+            reordered copy of each convolution's plain-layout input for the
+            predictor's life, so peak memory is higher).
     """
 
     def __init__(self, model_dir, device="auto", num_threads=None, use_onednn=True):
@@ -49,6 +51,8 @@ class Predictor:
             config.set_cpu_math_library_num_threads(num_threads or available_cores())
             if use_onednn:
                 config.enable_onednn()
+            else:  # a CPU config starts with oneDNN on: leaving it alone would keep it
+                config.disable_onednn()
         self.predictor = paddle_infer.create_predictor(config)
         deploy_path = os.path.join(model_dir, DEPLOY_FILE)
         self.deploy = {}
