@@ -53,6 +53,12 @@ def test_benchmark_tool_measures_eager_and_exported_models(tmp_path):
     assert machine["cpu"] == first["model name"] and machine["vendor"] == first["vendor_id"]
     assert set(machine["vector_extensions"]) <= set(first["flags"].split())
     assert f"machine: {machine['cpu']}, " in stdout
+    # each case's share of the machine's float32 limit (measured in the same run), from the report's own numbers
+    assert machine["matmul_gflops"] > 0 and f"limit here: {machine['matmul_gflops']:.0f} GFLOP/s" in stdout
+    for case in report["cases"]:
+        achieved = 2 * report["gmacs"] * 1e9 * case["batch"] / case["median_s"]
+        assert case["machine_fraction"] == pytest.approx(achieved / (machine["matmul_gflops"] * 1e9))
+    assert "of the machine's limit" in stdout
 
 
 @pytest.mark.slow
@@ -62,6 +68,8 @@ def test_benchmark_tool_times_a_training_step(tmp_path):
     (case,) = report["cases"]
     assert (case["mode"], case["batch"], case["loss"]) == ("train", 3, "CrossEntropyLoss")
     assert case["median_s"] > 0 and "s/step" in stdout
+    achieved = 3 * 2 * report["gmacs"] * 1e9 * 3 / case["median_s"]  # forward and backward, batch 3
+    assert case["machine_fraction"] == pytest.approx(achieved / (report["machine"]["matmul_gflops"] * 1e9))
 
 
 @pytest.mark.slow
@@ -72,6 +80,7 @@ def test_benchmark_tool_runs_an_enhancer_tiled_and_exported(tmp_path):
     assert [(c["mode"], c["batch"]) for c in report["cases"]] == [("dygraph", 1), ("predictor", 1)]
     assert report["task"] == "enhancement" and report["size"] == [40, 72]
     assert "s/image" in stdout
+    assert not any("machine_fraction" in c for c in report["cases"])  # tiles overlap: not the frame's work
 
 
 def test_an_existing_results_file_is_kept_and_said_so_before_measuring(tmp_path):

@@ -33,7 +33,7 @@ from ppuhd import cpu, runtime
 from ppuhd.config import load_config
 from ppuhd.contract import model_info
 from ppuhd.deploy import export_model
-from ppuhd.deploy.benchmark import count_macs, device_name, run_case
+from ppuhd.deploy.benchmark import MATMUL_SIZE, count_macs, device_name, machine_fraction, run_case
 from ppuhd.engine.outputs import ensure_writable_dir, refuse_to_replace
 from ppuhd.engine.reports import write_json
 from ppuhd.engine.runtime import setup_runtime
@@ -125,6 +125,7 @@ def main(argv=None):
     results = {"config": args.config, "model": cfg["model"]["type"], "device": device_name(),
                "threads": runtime.available_cores(), "paddle": paddle.__version__, "machine": cpu.machine(), **info,
                "size": size, "cases": []}
+    results["machine"]["matmul_gflops"] = limit = measure(args, args.config, args.override, {"mode": "matmul"})["gflops"]
     with tempfile.TemporaryDirectory() as export_dir:
         if "predictor" in modes:
             weights = args.weights or os.path.join(export_dir, "random.pdparams")
@@ -144,6 +145,9 @@ def main(argv=None):
             timm = best.pop("timm", None)
             for mode in modes:
                 result = {"mode": mode, "batch": batch, "rounds": args.rounds, **best[mode]}
+                if not args.tiled:  # a tiled run computes overlaps too: its work is not the frame's count
+                    result["machine_fraction"] = machine_fraction(info["gmacs"], batch, result["median_s"], limit,
+                                                                  training=mode == "train")
                 if timm:
                     result.update(timm_median_s=timm["median_s"], timm_peak_memory_gib=timm["peak_memory_gib"],
                                   speed_ratio=timm["median_s"] / result["median_s"])
@@ -153,7 +157,8 @@ def main(argv=None):
         write_json(args.json, results)
     print(f"{results['model']}: {info['params'] / 1e6:.2f}M parameters, {info['gmacs']:.2f} GMACs at "
           f"{size[0]}x{size[1]}, {results['device']}, {results['threads']} threads")
-    print(f"machine: {cpu.describe_machine(results['machine'])}")
+    print(f"machine: {cpu.describe_machine(results['machine'])}; its float32 limit here: {limit:.0f} GFLOP/s "
+          f"(Paddle's {MATMUL_SIZE}x{MATMUL_SIZE} matmul)")
 
 
 def keep_faster(best, key, result):
@@ -170,6 +175,8 @@ def print_case(result, enhancer):
     else:
         speed = f"{result['batch'] / seconds:.1f} img/s ({seconds * 1e3:.0f} ms/batch)"
     line = f"{result['mode']:9s} batch {result['batch']:3d}: {speed}, peak memory {result['peak_memory_gib']:.2f} GiB"
+    if "machine_fraction" in result:
+        line += f", {result['machine_fraction']:.0%} of the machine's limit"
     if "speed_ratio" in result:
         line += f"; timm {result['timm_median_s'] * 1e3:.0f} ms, ratio {result['speed_ratio']:.2f}x"
     print(line, flush=True)

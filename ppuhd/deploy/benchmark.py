@@ -54,6 +54,37 @@ def count_macs(model, input_shape):
     return total
 
 
+MATMUL_SIZE = 4096  # the square float32 product that measures the machine's limit
+
+
+def matmul_gflops(size=MATMUL_SIZE, runs=5):
+    """The machine's float32 limit as a benchmark states it: GFLOP/s of Paddle's eager square matmul.
+
+    The best of ``runs`` products (after a warm-up one), on the threads the
+    process was configured with.
+    """
+    rng = np.random.default_rng(0)
+    a, b = (paddle.to_tensor(rng.random((size, size), dtype=np.float32)) for _ in range(2))
+    float(paddle.matmul(a, b)[0, 0])
+    best = math.inf
+    for _ in range(runs):
+        start = time.perf_counter()
+        float(paddle.matmul(a, b)[0, 0])
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def machine_fraction(gmacs, batch, seconds, limit_gflops, training=False):
+    """The share of the machine's float32 limit a measurement reached.
+
+    Counts 2 FLOPs per multiply-accumulate of the forward pass (the matmuls
+    and convolutions :func:`count_macs` counts), and 3 forwards' worth for a
+    training step (forward, and the backward's two products per forward one).
+    """
+    flops = 2 * gmacs * 1e9 * batch * (3 if training else 1)
+    return flops / seconds / (limit_gflops * 1e9)
+
+
 def peak_memory_gib():
     """Peak memory so far: GPU memory allocated on a GPU, resident memory (RSS) of this process on a CPU."""
     if paddle.device.get_device().startswith("gpu"):
@@ -77,6 +108,8 @@ def time_runs(fn, warmup, runs):
 
 def run_case(cfg, case):
     """One measurement described by ``case`` (mode, batch, size, export_dir, tiled, warmup, runs)."""
+    if case["mode"] == "matmul":
+        return {"gflops": matmul_gflops()}
     cfg = as_run_config(cfg)
     rng = np.random.default_rng(0)
     batch, (height, width) = case["batch"], case["size"]
