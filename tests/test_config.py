@@ -175,6 +175,10 @@ def test_overrides_change_values_including_list_items_and_new_accepted_keys():
         ("train.epoch=3", "unknown key 'epoch'.*Did you mean 'epochs'"),
         ("model.embed_dims=64", "has no argument 'embed_dims'.*Did you mean 'embed_dim'"),
         ("runtme.device=cpu", "unknown top-level config key 'runtme'.*Did you mean 'runtime'"),
+        # a top-level key that is a nested option's name points at that option, not at a look-alike section
+        ("epochs=3", "unknown top-level config key 'epochs'. Did you mean 'train.epochs'\\?"),
+        ("decay=0.9", "Did you mean 'train.ema.decay'\\?"),
+        ("base_lr=0.1", "Did you mean 'lr_scheduler.base_lr'\\?"),  # a key of this config's own components
         ("train_dataset.transforms.9.size=3", "not an index of this list"),
         ("train.epochs", "must look like key.path=value"),
     ],

@@ -215,14 +215,37 @@ def options_from_dict(cls, data, where):
     return cls(**values)
 
 
+def _option_paths(cls, prefix):
+    """Dotted paths of every option of dataclass ``cls`` and of the dataclasses it nests."""
+    for f in dataclasses.fields(cls):
+        yield f"{prefix}.{f.name}"
+        nested = _dataclass_type(f.type)
+        if nested:
+            yield from _option_paths(nested, f"{prefix}.{f.name}")
+
+
+def _value_paths(value, prefix):
+    """Dotted paths of the keys in a config section's nested dicts and lists."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield f"{prefix}.{key}"
+        yield from _value_paths(item, f"{prefix}.{key}")
+
+
+def _unknown_top_level_key(key, cfg):
+    """The error for top-level ``key``, pointing at nested options of that name (``epochs`` -> ``train.epochs``)."""
+    paths = {path for name, cls in PLAIN_SECTIONS.items() for path in _option_paths(cls, name)}
+    paths.update(path for name in ALL_SECTIONS if name in cfg for path in _value_paths(cfg[name], name))
+    nested = sorted(path for path in paths if path.rsplit(".", 1)[-1] == key)
+    hint = (" Did you mean " + " or ".join(repr(p) for p in nested[:3]) + "?") if nested else suggest(key, ALL_SECTIONS)
+    return ConfigError(f"unknown top-level config key {key!r}.{hint} Accepted: {', '.join(ALL_SECTIONS)}.")
+
+
 def validate_config(cfg):
     """Check every section of a merged config; raise ConfigError on the first problem."""
     for key in cfg:
         if key not in ALL_SECTIONS:
-            raise ConfigError(
-                f"unknown top-level config key {key!r}.{suggest(key, ALL_SECTIONS)}"
-                f" Accepted: {', '.join(ALL_SECTIONS)}."
-            )
+            raise _unknown_top_level_key(key, cfg)
     for key in REQUIRED_SECTIONS:
         if key not in cfg:
             raise ConfigError(f"the config has no {key!r} section")
