@@ -109,7 +109,7 @@ def test_no_command_accepts_abbreviated_flags(tmp_path, monkeypatch, capsys):
     assert not parser.allow_abbrev and not [name for name, sub in commands.items() if sub.allow_abbrev]
 
 
-def test_importing_ppuhd_leaves_pauddles_log_level_alone():
+def test_importing_ppuhd_leaves_paddles_log_level_alone():
     code = "import os; import ppuhd; print(os.environ.get('GLOG_minloglevel'))"
     env = {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
@@ -149,7 +149,8 @@ def run(command, cwd, timeout=600, expect_ok=True, **kwargs):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GLOG_minloglevel")}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
     if expect_ok and result.returncode != 0:
-        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
     return result
 
 
@@ -270,10 +271,11 @@ def test_an_editable_install_finds_the_configs_of_its_clone(tmp_path):
     python = new_venv(tmp_path / "venv", system_site_packages=True)
     run([python, "-m", "pip", "install", *BUILD_OFFLINE, "-e", source], cwd=str(tmp_path))
     code = ("import ppuhd; from ppuhd.config import resolve_config; print(ppuhd.__file__); "
-            "print(resolve_config('vit_demo')); print(ppuhd.load_config('deit_small_patch16_224')['optimizer']['type'])")
+            "print(resolve_config('vit_demo')); "
+            "print(ppuhd.load_config('deit_small_patch16_224')['optimizer']['type'])")
     out = run([python, "-c", code], cwd=str(tmp_path)).stdout.split()
-    assert out == [os.path.join(source, "ppuhd", "__init__.py"), os.path.join(source, "configs", "demo", "vit_demo.yml"),
-                   "AdamW"]
+    assert out == [os.path.join(source, "ppuhd", "__init__.py"),
+                   os.path.join(source, "configs", "demo", "vit_demo.yml"), "AdamW"]
 
 
 def pyenv_python(version):

@@ -1,4 +1,4 @@
-"""Run a tool from a clone without installing: ``import ppuhd`` works, and the process is set up as the ppuhd command's."""
+"""Run a tool from a clone without installing: ppuhd importable, the process set up as the ppuhd command's."""
 
 import os
 import sys

@@ -23,7 +23,8 @@ from .run import RunConfig
 from .shipped import resolve_config, shipped_configs
 
 __all__ = [
-    "load_config", "as_run_config", "resolve_config", "shipped_configs", "save_config", "merge", "read_yaml", "apply_overrides", "parse_value",
+    "load_config", "as_run_config", "resolve_config", "shipped_configs", "save_config", "merge", "read_yaml",
+    "apply_overrides", "parse_value",
     "validate_config", "options_from_dict", "RunConfig", "AmpOptions", "DataLoaderOptions", "EmaOptions",
     "ExportOptions", "RuntimeOptions", "TilingOptions", "TrainOptions",
 ]
