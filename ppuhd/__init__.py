@@ -16,9 +16,10 @@ except ImportError as err:  # Paddle is deliberately not a package requirement (
 
 # Importing the component packages registers every model, loss, dataset, ... by name.
 from . import data, losses, metrics, models, runtime  # noqa: F401, E402
-from .api import build_model, load_config, load_weights
+from .api import build_model, create_model, list_models, load_config, load_weights
 from .engine import lr_schedulers, optimizers  # noqa: F401
 from .registry import ConfigError
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "load_config", "load_weights", "runtime", "ConfigError", "__version__"]
+__all__ = ["build_model", "create_model", "list_models", "load_config", "load_weights", "runtime", "ConfigError",
+           "__version__"]

@@ -24,9 +24,10 @@ import shutil
 import subprocess
 import sys
 
-from _cli import exit_on_user_error
+import _bootstrap  # noqa: F401  (first: makes the clone importable, sets up the process)
 
 from ppuhd import runtime
+from ppuhd.commands.common import exit_on_user_error
 from ppuhd.engine.outputs import OutputError, ensure_writable_dir, refuse_to_replace, remove_paths
 from tests.alignment import ladder
 

@@ -1,55 +1,9 @@
 #!/usr/bin/env python
-"""Pre-cut large training pairs into sub-images (LLFormer's data preparation), for faster loading.
+"""``ppuhd prepare-patches``, run from a clone: see ppuhd/commands/prepare_patches.py."""
 
-    python tools/prepare_patches.py --input-dir data/UHD-LOL4K/train/low --target-dir data/UHD-LOL4K/train/high \\
-        --output data/UHD-LOL4K/train_sub
+import _bootstrap  # noqa: F401  (first: makes the clone importable, sets up the process)
 
-writes data/UHD-LOL4K/train_sub/{low,high}/<name>_sNNN.png (720x1280 every 720x1280 by
-default, the official setting). Train on them with
--o train_dataset.root=... or a PairedImageFolder on the two new folders.
-Interrupted runs can be restarted: finished images are skipped.
-"""
-
-import argparse
-import logging
-import sys
-
-from _cli import exit_on_user_error
-
-from ppuhd.data.patches import prepare_patches
-from ppuhd import runtime
-from ppuhd.engine.logger import Progress
-
-logger = logging.getLogger("prepare_patches")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input-dir", required=True, help="low-light images")
-    parser.add_argument("--target-dir", required=True, help="reference images, same file names")
-    parser.add_argument("--output", required=True, help="folder for the two folders of sub-images")
-    parser.add_argument("--size", type=int, nargs=2, default=[720, 1280], metavar=("H", "W"))
-    parser.add_argument("--step", type=int, nargs=2, default=[720, 1280], metavar=("H", "W"))
-    parser.add_argument("--thresh", type=int, default=0, help="drop a last row/column narrower than this")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    args = parser.parse_args(argv)
-    runtime.configure_logging()
-    progress = None
-
-    def report(total):
-        nonlocal progress
-        progress = progress or Progress(total, unit="pair")
-        progress.update()
-        logger.info("cut %s", progress.line())
-
-    with exit_on_user_error():
-        try:
-            written = prepare_patches(args.input_dir, args.target_dir, args.output, args.size, args.step,
-                                      args.thresh, args.workers, on_pair_done=report)
-        except (ValueError, FileNotFoundError) as err:  # unpaired or missing folders
-            sys.exit(f"error: {err}")
-    print(f"wrote {written} sub-image pairs to {args.output}")
-
+from ppuhd.commands import prepare_patches
 
 if __name__ == "__main__":
-    main()
+    prepare_patches.main()

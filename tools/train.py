@@ -1,57 +1,9 @@
 #!/usr/bin/env python
-"""Train a model from a config.
+"""``ppuhd train``, run from a clone: see ppuhd/commands/train.py."""
 
-    python tools/train.py -c configs/demo/vit_demo.yml
-    python tools/train.py -c CFG -o train.epochs=10 -o dataloader.batch_size=32
-    python tools/train.py -c CFG --resume auto          # continue the latest intact checkpoint
-    python tools/train.py -c CFG --overwrite            # delete the run already in the output folder, start again
-    python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c CFG
-"""
+import _bootstrap  # noqa: F401  (first: makes the clone importable, sets up the process)
 
-import argparse
-import json
-
-from _cli import add_config_arguments, exit_on_user_error
-
-from ppuhd import runtime
-from ppuhd.config import load_config
-from ppuhd.engine import train
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.add_argument("--resume", metavar="PATH|auto",
-                        help="checkpoint folder to continue from, or 'auto' for the newest intact one in the "
-                             "output folder")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="if the output folder holds an earlier run, delete it and start again")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    with exit_on_user_error():
-        cfg = load_config(args.config, args.override)
-        runtime.configure(num_threads=cfg.runtime.num_threads)
-        summary = train(cfg, args.resume, args.overwrite)
-    if summary is None:  # not the main process
-        return
-    print("\nTraining finished.")
-    if summary["final_metrics"]:
-        metrics = {k: round(v, 4) for k, v in summary["final_metrics"].items()
-                   if k != "step" and isinstance(v, float)}
-        print(f"  final validation metrics: {json.dumps(metrics)}")
-    if summary["best"]:
-        best = summary["best"]
-        print(f"  best {best['metric']}: {best['value']:.4f} (step {best['step']})")
-    print(f"  best checkpoint:   {summary['best_checkpoint']}")
-    print(f"  latest checkpoint: {summary['latest_checkpoint']}")
-    print(f"  merged config:     {summary['config']}")
-    print(f"  log:               {summary['log']}")
-    print(f"  metrics:           {summary['metrics']}")
-    print(f"  VisualDL:          visualdl --logdir {summary['visualdl']}")
-
+from ppuhd.commands import train
 
 if __name__ == "__main__":
-    main()
+    train.main()

@@ -20,18 +20,20 @@ from .schema import (
 )
 
 from .run import RunConfig
+from .shipped import resolve_config, shipped_configs
 
 __all__ = [
-    "load_config", "as_run_config", "save_config", "merge", "read_yaml", "apply_overrides", "parse_value",
+    "load_config", "as_run_config", "resolve_config", "shipped_configs", "save_config", "merge", "read_yaml",
+    "apply_overrides", "parse_value",
     "validate_config", "options_from_dict", "RunConfig", "AmpOptions", "DataLoaderOptions", "EmaOptions",
     "ExportOptions", "RuntimeOptions", "TilingOptions", "TrainOptions",
 ]
 
 
 def load_config(source, overrides=None):
-    """A validated :class:`RunConfig` from a YAML path or a dict, with overrides applied."""
+    """A validated :class:`RunConfig` from a YAML path, a shipped config's name or a dict, with overrides applied."""
     if isinstance(source, (str, os.PathLike)):
-        cfg = load_yaml_with_bases(source)
+        cfg = load_yaml_with_bases(resolve_config(source))
     elif isinstance(source, dict):
         cfg = copy.deepcopy(dict(source))
     else:

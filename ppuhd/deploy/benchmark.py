@@ -1,6 +1,6 @@
 """Measuring models: speed, peak memory, multiply-accumulates.
 
-Each measurement runs in its own process (see ``tools/benchmark.py``), so
+Each measurement runs in its own process (see ``ppuhd benchmark``), so
 the peak resident memory it reports belongs to that measurement alone.
 Timings exclude warm-up runs and report the median of the timed runs.
 """

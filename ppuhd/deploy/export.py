@@ -3,7 +3,7 @@
 The export folder holds::
 
     model.json, model.pdiparams   the static graph and weights (Paddle 3 / PIR format)
-    deploy.yml                    what tools/infer.py needs: task, input size,
+    deploy.yml                    what ppuhd infer needs: task, input size,
                                   preprocessing transforms, class names
 
 The eval-mode model is traced with a free batch size and, with
@@ -87,7 +87,7 @@ def export_model(cfg, weights, output_dir, ema=False, dynamic_size=None, input_s
         "dynamic_size": bool(options.dynamic_size),
         "transforms": _preprocessing(cfg, info),
         "class_names": _class_names(cfg) if info.task == "classification" else None,
-        "tiling": cfg.get("tiling"),  # tools/infer.py runs tiles the way evaluation does
+        "tiling": cfg.get("tiling"),  # ppuhd infer runs tiles the way evaluation does
         "input_multiple": info.input_multiple,
         "primary_output": info.primary_output,
     }

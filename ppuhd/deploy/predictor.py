@@ -28,7 +28,7 @@ class Predictor:
     """A ``paddle.inference`` predictor for an export folder.
 
     Args:
-        model_dir: folder written by tools/export.py.
+        model_dir: folder written by ``ppuhd export`` (tools/export.py).
         device: 'auto' (GPU if available), 'cpu' or 'gpu'.
         num_threads: CPU threads (default: all cores).
         use_onednn: oneDNN kernels on CPU (faster convolutions; Paddle 3.3.1 keeps a
@@ -41,7 +41,8 @@ class Predictor:
         params = os.path.join(model_dir, MODEL_PREFIX + ".pdiparams")
         for path in (graph, params):
             if not os.path.isfile(path):
-                raise ExportFolderError(f"{path} not found: is {model_dir} a folder written by tools/export.py?")
+                raise ExportFolderError(f"{path} not found: is {model_dir} a folder written by ppuhd export "
+                                        "(tools/export.py)?")
         config = paddle_infer.Config(graph, params)
         config.disable_glog_info()
         if device == "gpu" or (device == "auto" and gpu_available()):

@@ -3,7 +3,7 @@
 Layout under ``<output_dir>/checkpoints/``::
 
     epoch_0003/            (or iter_000500/ in iteration mode)
-        model.pdparams     raw weights: tools/eval.py --weights <folder or file>
+        model.pdparams     raw weights: ppuhd eval --weights <folder or file>
         ema.pdparams       EMA weights, when EMA is on
         train_state.pdstates  optimizer, schedule, loss scale, counters, best metric
         manifest.json      size and SHA-256 of each file above, to detect damage

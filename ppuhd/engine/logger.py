@@ -6,6 +6,8 @@ import time
 
 from ..runtime import LOG_FORMAT
 
+logger = logging.getLogger(__name__)
+
 
 class RunLog:
     """Copies the package's log records to ``<output_dir>/<filename>`` until :meth:`close`.
@@ -84,15 +86,27 @@ class Progress:
 class VisualDLWriter:
     """VisualDL scalars and images on the main process; does nothing elsewhere or when off.
 
-    View with ``visualdl --logdir <output_dir>/vdl``.
+    VisualDL is an optional dependency (``pip install visualdl``): imported only
+    here, and without it a run asked to log to it warns once and logs everything
+    else. ``logdir`` is None unless this writer writes there; view it with
+    ``visualdl --logdir <output_dir>/vdl``.
     """
 
     def __init__(self, logdir, enabled=True):
-        self.writer = None
-        if enabled:
+        self.writer = self.logdir = None
+        if not enabled:
+            return
+        try:
             from visualdl import LogWriter
-
-            self.writer = LogWriter(logdir=logdir)
+        except ModuleNotFoundError as err:
+            if err.name != "visualdl":  # installed but broken: that needs its own message
+                raise
+            logger.warning("runtime.visualdl is true but VisualDL is not installed, so this run writes no VisualDL "
+                           "logs: pip install visualdl (or pip install 'ppuhd[visualdl]'), or set "
+                           "-o runtime.visualdl=false to silence this")
+            return
+        self.writer = LogWriter(logdir=logdir)
+        self.logdir = logdir
 
     def scalar(self, tag, value, step):
         if self.writer:

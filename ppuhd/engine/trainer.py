@@ -261,7 +261,7 @@ class Trainer:
             "output_dir": self.output_dir,
             "config": os.path.join(self.output_dir, "config.yml"),
             "log": os.path.join(self.output_dir, "train.log"),
-            "visualdl": os.path.join(self.output_dir, "vdl"),
+            "visualdl": self.vdl.logdir,  # None: no VisualDL logs
             "metrics": os.path.join(self.output_dir, "metrics.json"),
             "latest_checkpoint": latest,
             "best_checkpoint": os.path.join(self.checkpoints.root, "best") if self.best else None,

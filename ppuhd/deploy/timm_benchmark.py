@@ -1,4 +1,4 @@
-"""Time a timm model, for tools/benchmark.py's comparison (run by an interpreter with torch and timm).
+"""Time a timm model, for ``ppuhd benchmark``'s comparison (run by path, by an interpreter with torch and timm).
 
 Prints one JSON line: median seconds per batch (forward under no_grad, or with --train one
 AdamW step with soft-target cross-entropy) and the process's peak resident memory.
@@ -15,7 +15,7 @@ import torch
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--model", required=True)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=2, default=[224, 224])

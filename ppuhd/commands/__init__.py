@@ -1,0 +1,15 @@
+"""The commands, run as ``ppuhd <command>`` (or ``python tools/<tool>.py`` in a clone).
+
+Each module has ``add_arguments(parser)``, ``run(args)`` and ``main(argv=None)``.
+"""
+
+# command name -> module of this package
+COMMANDS = {
+    "train": "train",
+    "eval": "eval",
+    "export": "export",
+    "infer": "infer",
+    "convert": "convert",
+    "benchmark": "benchmark",
+    "prepare-patches": "prepare_patches",
+}

@@ -1,0 +1,53 @@
+"""Train a model from a config.
+
+    ppuhd train -c vit_demo                   # a shipped config, by name
+    ppuhd train -c my_config.yml -o train.epochs=10 -o dataloader.batch_size=32
+    ppuhd train -c CFG --resume auto          # continue the latest intact checkpoint
+    ppuhd train -c CFG --overwrite            # delete the run already in the output folder, start again
+    python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c CFG
+"""
+
+import json
+import sys
+
+from .. import runtime
+from ..config import load_config
+from ..engine import train
+from .common import add_config_arguments, exit_on_user_error, run_main
+
+
+def add_arguments(parser):
+    add_config_arguments(parser)
+    parser.add_argument("--resume", metavar="PATH|auto",
+                        help="checkpoint folder to continue from, or 'auto' for the newest intact one in the "
+                             "output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="if the output folder holds an earlier run, delete it and start again")
+
+
+def run(args):
+    with exit_on_user_error():
+        cfg = load_config(args.config, args.override)
+        runtime.configure(num_threads=cfg.runtime.num_threads)
+        summary = train(cfg, args.resume, args.overwrite)
+    if summary is None:  # not the main process
+        return
+    print("\nTraining finished.")
+    if summary["final_metrics"]:
+        metrics = {k: round(v, 4) for k, v in summary["final_metrics"].items()
+                   if k != "step" and isinstance(v, float)}
+        print(f"  final validation metrics: {json.dumps(metrics)}")
+    if summary["best"]:
+        best = summary["best"]
+        print(f"  best {best['metric']}: {best['value']:.4f} (step {best['step']})")
+    print(f"  best checkpoint:   {summary['best_checkpoint']}")
+    print(f"  latest checkpoint: {summary['latest_checkpoint']}")
+    print(f"  merged config:     {summary['config']}")
+    print(f"  log:               {summary['log']}")
+    print(f"  metrics:           {summary['metrics']}")
+    if summary["visualdl"]:
+        print(f"  VisualDL:          visualdl --logdir {summary['visualdl']}")
+
+
+def main(argv=None):
+    return run_main(sys.modules[__name__], argv)
