@@ -131,7 +131,9 @@ def test_tiny_budget_chunks_and_matches_unchunked(monkeypatch):
 
 
 @needs_fused_attention
-def test_fused_row_attention_matches_reference():
+@pytest.mark.parametrize("budget_mb", [1.0, 1e-4], ids=["whole", "row-chunks"])
+def test_fused_row_attention_matches_reference(budget_mb, monkeypatch):
+    monkeypatch.setattr(llformer, "FUSED_TOKENS_BUDGET_MB", budget_mb)
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((3, 5, 11, 7)).astype(np.float32) for _ in range(3))
     fac = 3.5
