@@ -51,6 +51,10 @@ rounding differs (float64 runs of both agree to 1e-15):
   hold at least one row). Gradients flow through the chunks too. The qkv and
   FFN projections are computed one part (q, k, v; each FFN half) at a time
   from slices of the conv weights, so the map of all parts is never held.
+* Eager float32 inference on a CPU with AVX-512 runs the axis attention
+  through Paddle's fused CPU attention kernel (``self_dp_attention``), 1.7x
+  faster on a 720x1280 tile; training, float64, exports and other CPUs use
+  the chunked matmuls (see :func:`fused_attention_runs`).
 * The column attention runs on the map as it is, with its depthwise kernels
   transposed, instead of transposing the whole feature map twice; the
   LayerNorm normalises over the channel axis in place instead of going to
