@@ -59,8 +59,20 @@ def max_diff(a, b):
 # --------------------------------------------------------------------------
 
 
+def without_fused_attention(monkeypatch):
+    monkeypatch.setattr(llformer, "fused_attention_runs", lambda *args: False)
+
+
+needs_fused_attention = pytest.mark.skipif(
+    not llformer._cpu_has_avx512(), reason="Paddle's fused CPU attention needs AVX-512"
+)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "matmul"])
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
-def test_official_checkpoint_converts_and_matches(name):
+def test_official_checkpoint_converts_and_matches(name, fused, monkeypatch):
+    if not fused:
+        without_fused_attention(monkeypatch)
     io = fixture_io(name)
     model = load_fixture_model(name)
     assert sum(int(p.numel()) for p in model.parameters()) == fixture_meta(name)["num_parameters"]
@@ -103,6 +115,7 @@ def test_axis_attention_matches_reference_in_any_chunking(along_height, budget_b
 
 
 def test_tiny_budget_chunks_and_matches_unchunked(monkeypatch):
+    without_fused_attention(monkeypatch)
     calls = []
     attend = llformer._attend
     monkeypatch.setattr(llformer, "_attend", lambda *args: calls.append(args[0].shape) or attend(*args))
@@ -115,6 +128,42 @@ def test_tiny_budget_chunks_and_matches_unchunked(monkeypatch):
     assert len(calls) > 10 * whole_calls
     assert all(shape[1] == 1 for shape in calls)
     assert max_diff(chunked, whole) < TOL
+
+
+@needs_fused_attention
+@pytest.mark.parametrize("budget_mb", [1.0, 1e-4], ids=["whole", "row-chunks"])
+def test_fused_row_attention_matches_reference(budget_mb, monkeypatch):
+    monkeypatch.setattr(llformer, "FUSED_TOKENS_BUDGET_MB", budget_mb)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((3, 5, 11, 7)).astype(np.float32) for _ in range(3))
+    fac = 3.5
+    with paddle.no_grad():
+        out = llformer.fused_row_attention(*(paddle.to_tensor(t) for t in (q, k, v)), paddle.to_tensor([fac])).numpy()
+    assert max_diff(out, reference_axis_attention(q, k, v, fac, False)) < TOL
+
+
+@needs_fused_attention
+@pytest.mark.parametrize("along_height", [False, True])
+def test_fused_attention_module_matches_matmul_path(along_height, monkeypatch):
+    paddle.seed(0)
+    layer = llformer.NextAttentionImplZ(8, 2, True, along_height)
+    x = paddle.rand([2, 8, 12, 20])
+    with paddle.no_grad():
+        assert llformer.fused_attention_runs(x, layer)
+        fused = layer(x).numpy()
+        without_fused_attention(monkeypatch)
+        unfused = layer(x).numpy()
+    assert max_diff(fused, unfused) < TOL
+
+
+def test_fused_attention_only_where_no_gradient_is_wanted():
+    layer = llformer.NextAttentionImplZ(8, 2, True)
+    x = paddle.rand([1, 8, 16, 16])
+    assert not llformer.fused_attention_runs(x, layer)  # trainable weights
+    x.stop_gradient = False
+    with paddle.no_grad():
+        assert llformer.fused_attention_runs(x, layer) == llformer._cpu_has_avx512()
+        assert not llformer.fused_attention_runs(x.astype("float64"), layer)  # the kernel computes in float32
 
 
 def test_budget_sets_rows_per_chunk(monkeypatch):
