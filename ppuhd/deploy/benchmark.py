@@ -32,11 +32,18 @@ def count_macs(model, input_shape):
     """Multiply-accumulates of the matmuls and convolutions of one forward at ``input_shape``.
 
     Read from the traced static graph, so attention matmuls count too (unlike
-    layer hooks). FFTs and element-wise operations are not counted.
+    layer hooks). FFTs and element-wise operations are not counted. Traced in
+    evaluation mode (inference's graph).
     """
-    static = paddle.jit.to_static(model, input_spec=[paddle.static.InputSpec(input_shape, "float32")],
-                                  full_graph=True)
-    program = static.forward.concrete_program.main_program
+    was_training = model.training
+    model.eval()
+    try:
+        static = paddle.jit.to_static(model, input_spec=[paddle.static.InputSpec(input_shape, "float32")],
+                                      full_graph=True)
+        program = static.forward.concrete_program.main_program
+    finally:
+        if was_training:
+            model.train()
     total = 0
     for op in program.global_block().ops:
         name = op.name()

@@ -258,7 +258,7 @@ def _attend(q, k, v, fac):
     return paddle.matmul(v, probs, transpose_y=True)
 
 
-def axis_attention(q, k, v, fac, along_height, budget_bytes):
+def axis_attention(q, k, v, fac, along_height, budget_bytes, training=False):
     """Self-attention along one image axis, in chunks of rows or columns.
 
     ``q``, ``k``, ``v``: (B*heads, d, H, W). ``along_height=False``: every row
@@ -266,6 +266,10 @@ def axis_attention(q, k, v, fac, along_height, budget_bytes):
     independent, so they are processed a chunk at a time, each chunk's scores
     (B*heads, n, L, L) staying within ``budget_bytes`` (n >= 1); only the
     chunk being processed is put into the (..., d, L) layout the matmuls need.
+    A traced graph loops over the chunks at run time, except when ``training``
+    (that loop passes no gradient): its chunks are then unrolled, which needs
+    known sizes (training patches are small; at a 720x1280 tile the unrolled
+    graph took minutes to trace).
     """
     line_axis = 3 if along_height else 2
     length_axis = 2 if along_height else 3
@@ -279,7 +283,8 @@ def axis_attention(q, k, v, fac, along_height, budget_bytes):
         return _attend(*(t.transpose(to_lines) for t in parts), fac).transpose(from_lines)
 
     batch, length, count = q.shape[0], q.shape[length_axis], q.shape[line_axis]
-    if not all(is_static_size(n) and n >= 0 for n in (batch, length, count)):  # a graph traced for any size
+    known = all(is_static_size(n) and n >= 0 for n in (batch, length, count))
+    if is_traced() and not (training and known):
         return _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize)
     step = max(1, int(budget_bytes // (batch * length * length * itemsize)))
     if step >= count:
@@ -291,9 +296,8 @@ def axis_attention(q, k, v, fac, along_height, budget_bytes):
 def _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize):
     """The chunk loop of :func:`axis_attention` as a graph while-loop (H, W unknown when exporting).
 
-    Inference only: Paddle 3.3.1 passes no gradient through this loop (a graph
-    traced at known sizes, as ``train.to_static`` traces, unrolls the chunks
-    instead). Each chunk's result is written into a preallocated output; the eager path
+    Inference only: Paddle 3.3.1 passes no gradient through this loop (a
+    training graph, as ``train.to_static`` traces, unrolls the chunks instead). Each chunk's result is written into a preallocated output; the eager path
     concatenates instead, since an eager ``while_loop`` copies its loop
     variables on every iteration.
     """
@@ -408,7 +412,7 @@ class NextAttentionImplZ(nn.Layer):
         # Channels are (heads, head_dim), so heads fold into the batch without
         # copying (0 in a shape keeps that axis' size).
         q, k, v = (t.reshape([-1, channels // self.num_heads, 0, 0]) for t in qkv)
-        out = axis_attention(q, k, v, self.fac, self.along_height, self.budget_bytes)
+        out = axis_attention(q, k, v, self.fac, self.along_height, self.budget_bytes, self.training)
         return self.fin(out.reshape([-1, channels, 0, 0]))
 
     def _forward_fused(self, x):
