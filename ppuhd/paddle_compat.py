@@ -125,6 +125,37 @@ def resize_bilinear(x, size):
     return paddle.index_select(x, first, axis=2) * (1.0 - frac) + paddle.index_select(x, second, axis=2) * frac
 
 
+def channel_map(param, like):
+    """A per-channel parameter (C,) shaped to combine elementwise with a (B, C, H, W) map ``like``.
+
+    Run eagerly on a CPU it is expanded to ``like``'s full shape: Paddle 3.3.1's
+    CPU elementwise kernels broadcast an operand along inner axes through a slow
+    path (a (1, C, 1, 1) bias added to a 12x16x128x128 map: 27 ms, against 2.8 ms
+    for expand + an add of equal shapes; with the backward, 68 ms against 17).
+    Graphs keep the broadcast, which their passes fuse into the convolution.
+    """
+    param = param.reshape([1, -1, 1, 1])
+    if is_traced() or not like.place.is_cpu_place():
+        return param
+    return paddle.expand_as(param, like)
+
+
+def conv2d(x, weight, bias=None, **options):
+    """``F.conv2d`` of an NCHW map, adding the bias through :func:`channel_map` (the same sum, faster on a CPU)."""
+    y = F.conv2d(x, weight, None, **options)
+    return y if bias is None else y + channel_map(bias, y)
+
+
+class Conv2D(nn.Conv2D):
+    """``nn.Conv2D`` adding its bias through :func:`channel_map` (the same sum, faster on a CPU)."""
+
+    def forward(self, x):
+        if self._padding_mode != "zeros" or self._data_format != "NCHW":
+            return super().forward(x)
+        return conv2d(x, self.weight, self.bias, stride=self._stride, padding=self._padding,
+                      dilation=self._dilation, groups=self._groups)
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` whose bias gradient is computed by a matrix product when training on a CPU.
 

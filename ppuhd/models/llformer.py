@@ -91,7 +91,7 @@ import paddle.nn.functional as F
 
 from .. import cpu
 from ..contract import ModelInfo
-from ..paddle_compat import PixelUnshuffle, is_static_size, is_traced, reflect_pad_to_multiple
+from ..paddle_compat import Conv2D, PixelUnshuffle, channel_map, conv2d, is_static_size, is_traced, reflect_pad_to_multiple
 from ..registry import MODELS
 from .layers import torch_default_init_
 from .preprocessing import WHOLE_IMAGE
@@ -111,7 +111,7 @@ FUSED_TOKENS_BUDGET_MB = 32.0
 
 def _conv(in_channels, out_channels, kernel_size, bias, groups=1):
     """A 'same'-padded Conv2D with PyTorch's default init."""
-    conv = nn.Conv2D(
+    conv = Conv2D(
         in_channels,
         out_channels,
         kernel_size,
@@ -136,7 +136,7 @@ def _conv_slice(conv, x, start, end, transpose_kernel=False):
         weight = weight.transpose([0, 1, 3, 2])
     bias = None if conv.bias is None else conv.bias[start:end]
     groups = 1 if conv._groups == 1 else end - start  # depthwise: one group per channel
-    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=groups)
+    return conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=groups)
 
 
 def split_projection(x, pointwise, depthwise, parts, transpose_kernels=False):
@@ -192,10 +192,6 @@ def _centred_and_std(x):
     return centred, _full(paddle.sqrt(variance + LAYERNORM_EPS), x)
 
 
-def _channels(param):
-    return param.reshape([1, -1, 1, 1])
-
-
 class WithBiasLayerNorm(nn.Layer):
     """LayerNorm over the channels of a (B, C, H, W) map: (x - mean) / std * weight + bias."""
 
@@ -206,7 +202,8 @@ class WithBiasLayerNorm(nn.Layer):
 
     def forward(self, x):
         centred, std = _centred_and_std(x)
-        return centred / std * _channels(self.weight) + _channels(self.bias)
+        normalised = centred / std
+        return normalised * channel_map(self.weight, x) + channel_map(self.bias, x)
 
 
 class BiasFreeLayerNorm(nn.Layer):
@@ -218,7 +215,7 @@ class BiasFreeLayerNorm(nn.Layer):
 
     def forward(self, x):
         _, std = _centred_and_std(x)
-        return x / std * _channels(self.weight)
+        return x / std * channel_map(self.weight, x)
 
 
 class LayerNorm(nn.Layer):
@@ -621,7 +618,7 @@ class LLFormer(nn.Layer):
     @staticmethod
     def _mix(weights, encoder, decoder):
         """``weights[0] * encoder + weights[1] * decoder`` with per-channel weights."""
-        return _channels(weights[0]) * encoder + _channels(weights[1]) * decoder
+        return channel_map(weights[0], encoder) * encoder + channel_map(weights[1], decoder) * decoder
 
     @staticmethod
     def _stacked(stages, x):
