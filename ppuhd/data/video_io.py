@@ -39,11 +39,13 @@ def is_video(path):
 class VideoReader:
     """The frames of a video file, decoded one at a time as RGB uint8 arrays [H, W, 3].
 
-    ``fps``, ``width``, ``height`` and ``frame_count`` (None when the file does not
-    say) come from the file's header. Iterating raises :class:`VideoReadError` if
-    decoding stops before the frame count the header gives (a truncated or damaged
-    file), after yielding the frames that did decode. Use as a context manager, or
-    call :meth:`close`.
+    ``fps``, ``width``, ``height`` and ``frame_count`` come from the file's header
+    (``frame_count``: None when it gives none; FFmpeg's estimate, duration times
+    frame rate, when the container stores no count, so a variable-rate clip may
+    hold fewer). Iterating raises :class:`VideoReadError` if decoding stops before
+    the end of the duration the header gives (a truncated or damaged file), after
+    yielding the frames that did decode. Use as a context manager, or call
+    :meth:`close`.
     """
 
     def __init__(self, path):
@@ -66,18 +68,22 @@ class VideoReader:
             raise VideoReadError(path, "its header gives no frame rate")
 
     def __iter__(self):
-        decoded = 0
+        decoded, last_start = 0, 0.0
         while True:
             ok, frame = self.capture.read()
             if not ok:
                 break
             decoded += 1
+            last_start = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         if decoded == 0:
             raise VideoReadError(self.path, "no frame could be decoded")
-        if self.frame_count and decoded < self.frame_count:
-            raise VideoReadError(self.path, f"decoding stopped after frame {decoded} of the {self.frame_count} its "
-                                            "header gives (truncated or damaged file)")
+        # Judged by time, not by counting frames: where a container stores no frame count, FFmpeg's is the
+        # duration times the frame rate, more than a variable-rate clip holds. Half a frame allows for its rounding.
+        reached, duration = last_start + 1 / self.fps, (self.frame_count or 0) / self.fps
+        if reached < duration - 0.5 / self.fps:
+            raise VideoReadError(self.path, f"decoding stopped after frame {decoded}, {reached:.2f} s into the "
+                                            f"{duration:.2f} s its header gives (truncated or damaged file)")
 
     def close(self):
         self.capture.release()
