@@ -25,8 +25,8 @@ from ..data.video_io import VIDEO_CODECS, VIDEO_EXTENSIONS, VideoReader, VideoWr
 from ..deploy import Predictor, top_k
 from ..engine.logger import Progress, format_duration
 from ..engine.outputs import OutputError, ensure_writable_dir, refuse_to_replace
-from ..errors import UserError
 from ..engine.tiling import tiled_forward, tiling_arguments
+from ..errors import UserError
 from ..metrics.image_quality import quantize
 from .common import exit_on_user_error, run_main
 
