@@ -15,6 +15,10 @@ def prepare_process():
     # Paddle's C++ core logs INFO and WARNING lines (executor start-up, pass lists) to stderr;
     # keep them out of the commands' output unless the user asked for them.
     os.environ.setdefault("GLOG_minloglevel", "2")
+    # OpenCV's FFmpeg prints its own lines about a damaged video, and OpenCV its backend warnings, to
+    # stderr; infer reports such a file in one line of its own. Fatal FFmpeg messages and OpenCV errors stay.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     # Printed at every Paddle import on machines without ccache; irrelevant here.
     warnings.filterwarnings("ignore", message="No ccache found")
     # Printed while tracing models for export; says nothing about the result.

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ppuhd import builder
-from ppuhd.deploy import export_model
+from ppuhd.deploy import Predictor, export_model
 from ppuhd.registry import MODELS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,13 +20,15 @@ TINY_VIT = {"type": "VisionTransformer", "img_size": 16, "patch_size": 8, "embed
             "num_heads": 2, "num_classes": 3}
 
 
-def export(folder, model_cfg, val_transforms=None, **options):
-    """Export random weights of ``model_cfg``; with ``val_transforms``, a config validating with them."""
+def export(folder, model_cfg, val_transforms=None, tiling=None, **options):
+    """Export random weights of ``model_cfg``; with ``val_transforms``, a config validating with them;
+    with ``tiling``, a config whose ``tiling`` section is that."""
     paddle.seed(0)
     weights = str(folder / "weights.pdparams")
     paddle.save(builder.build(model_cfg, MODELS).state_dict(), weights)
     val = {"type": "ImageFolder", "root": str(folder / "none"), "transforms": val_transforms} if val_transforms else None
-    export_model({"model": model_cfg, "val_dataset": val}, weights, str(folder / "export"), **options)
+    cfg = {"model": model_cfg, "val_dataset": val, **({"tiling": tiling} if tiling else {})}
+    export_model(cfg, weights, str(folder / "export"), **options)
     return str(folder / "export")
 
 
@@ -78,6 +80,22 @@ def test_earlier_results_are_kept_unless_overwrite(enhancer, tmp_path):
     assert cv2.imread(str(out / "a.png")).max() == 0
     assert infer(enhancer, "--input", tmp_path / "low", "--output", out, "--overwrite").returncode == 0
     np.testing.assert_array_equal(cv2.imread(str(out / "a.png")), enhanced)
+
+
+def test_16_bit_pngs_hold_the_predictors_output_to_the_nearest_of_65536_levels(enhancer, tmp_path):
+    images(tmp_path / "low", ["a.png"])
+    result = infer(enhancer, "--input", tmp_path / "low", "--output", tmp_path / "out", "--bit-depth", "16")
+    assert result.returncode == 0, result.stderr
+    written = cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_UNCHANGED)
+    assert written.dtype == np.uint16 and written.shape == (24, 40, 3)
+    predictor = Predictor(enhancer)
+    expected = np.clip(predictor.predict(predictor.preprocess(str(tmp_path / "low" / "a.png"))[None])[0], 0, 1)
+    expected = expected.transpose(1, 2, 0)[..., ::-1]  # RGB CHW to the BGR HWC OpenCV reads
+    inside = (expected > 0) & (expected < 1)
+    assert inside.mean() > 0.25  # about half the values are not clipped (random weights), so the test says something
+    # rounding to the nearest level: half a level, plus float32's error in scaling by 65535 (< 0.01 level)
+    assert np.abs(written / 65535.0 - expected).max() <= 0.51 / 65535
+    assert (written[inside] % 257 != 0).mean() > 0.9  # not 8-bit values stretched to 16 bits
 
 
 def test_an_unwritable_output_folder_is_reported_before_any_image(enhancer, tmp_path):

@@ -1,11 +1,13 @@
-"""Run an exported model on images (Paddle Inference; oneDNN on CPU, GPU if available).
+"""Run an exported model on images or videos (Paddle Inference; oneDNN on CPU, GPU if available).
 
-Classifiers print the top-k classes; enhancement models write the enhanced images,
-as 8-bit PNGs named after the inputs. Inputs are never overwritten, nor are earlier
-results unless --overwrite is given.
+Classifiers print the top-k classes of images; enhancement models write the enhanced
+images as PNGs (8- or 16-bit) and the enhanced videos frame by frame, named after the
+inputs. Inputs are never overwritten, nor are earlier results unless --overwrite is given.
 
     ppuhd infer --model-dir output/vit_demo/export --input photo.jpg --topk 3
     ppuhd infer --model-dir output/uhdfour_demo/export --input low_light/ --output enhanced/
+    ppuhd infer --model-dir output/uhdfour_demo/export --input clip.mp4 --output enhanced/ [--video-codec ffv1]
+    ppuhd infer --model-dir DIR --input raw_frames/ --bit-depth 16      # 16-bit PNGs
     ppuhd infer --model-dir DIR --input frame_8k.png --tile-size 720 1280 --tile-stride 360 640
     ppuhd infer --model-dir DIR --input folder/ --on-error skip   # leave out unreadable files
 """
@@ -13,37 +15,58 @@ results unless --overwrite is given.
 import logging
 import os
 import sys
+import time
 
 import numpy as np
 
 from .. import runtime
-from ..data.image_io import IMAGE_EXTENSIONS, ImageReadError, write_image
+from ..data.image_io import IMAGE_EXTENSIONS, InputReadError, convert_depth, write_image
+from ..data.video_io import VIDEO_CODECS, VIDEO_EXTENSIONS, VideoReader, VideoWriter, is_video
 from ..deploy import Predictor, top_k
-from ..engine.logger import Progress
+from ..engine.logger import Progress, format_duration
 from ..engine.outputs import OutputError, ensure_writable_dir, refuse_to_replace
 from ..engine.tiling import tiled_forward, tiling_arguments
+from ..errors import UserError
 from ..metrics.image_quality import quantize
 from .common import exit_on_user_error, run_main
 
 logger = logging.getLogger("infer")
+VIDEO_PROGRESS_SECONDS = 10.0  # a video's progress line at most this often (and after its first frame)
 
 
-def list_inputs(path):
+class VideoForClassifierError(UserError, ValueError):
+    """A video given to a classifier, which classifies images."""
+
+
+def list_inputs(path, task):
+    """The files to run: ``path``, or the images in the folder ``path`` (and videos, for enhancement)."""
+    videos = task == "enhancement"
     if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+        names = sorted(f for f in os.listdir(path) if not f.startswith("."))
+        extensions = IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ())
+        files = [os.path.join(path, f) for f in names if f.lower().endswith(extensions)]
+        left_out = [f for f in names if is_video(f) and not videos]
+        if left_out:
+            logger.warning("%d video(s) in %s left out (%s): a classifier classifies images; to classify a video's "
+                           "frames, extract them first", len(left_out), path, ", ".join(left_out))
         if not files:
-            raise OutputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
+            raise OutputError(f"no {'images or videos' if videos else 'images'} ({', '.join(extensions)}) in {path}")
         return files
     if not os.path.isfile(path):
         raise OutputError(f"input not found: {path}")
+    if is_video(path) and not videos:
+        raise VideoForClassifierError(
+            f"{path} is a video, and this model is a classifier of images; to classify its frames, extract them "
+            f"first (e.g. ffmpeg -i {path} -vf fps=1 frames/%06d.png) and pass the folder")
     return [path]
 
 
-def output_paths(files, output_dir, overwrite):
+def output_paths(files, output_dir, overwrite, video_codec="mp4v"):
     """``{input: output}``, checked before any work: never an input, never two inputs to one file,
-    no earlier result replaced unless ``overwrite``."""
-    targets = {path: os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+    no earlier result replaced unless ``overwrite``. Images become PNGs, videos ``video_codec``'s container."""
+    video_extension = VIDEO_CODECS[video_codec][0]
+    targets = {path: os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0]
+                                  + (video_extension if is_video(path) else ".png"))
                for path in files}
     inputs = {os.path.realpath(p) for p in files}
     if os.path.realpath(output_dir) in {os.path.dirname(p) for p in inputs}:
@@ -65,17 +88,22 @@ def output_paths(files, output_dir, overwrite):
     return targets
 
 
+def left_out(err, path, skip, unreadable):
+    """An unreadable input: recorded and logged (skip), or the end of the run, naming it."""
+    if not skip:
+        raise type(err)(err.path, f"{err.reason} (--on-error skip leaves such files out)") from err
+    logger.warning("skipping %s", err)
+    unreadable.append(path)
+
+
 def read_inputs(predictor, paths, skip, unreadable):
     """Preprocessed images of ``paths`` as ``[(path, array)]``; unreadable ones recorded (skip) or fatal."""
     read = []
     for path in paths:
         try:
             read.append((path, predictor.preprocess(path)))
-        except ImageReadError as err:
-            if not skip:
-                raise ImageReadError(err.path, f"{err.reason} (--on-error skip leaves such files out)") from err
-            logger.warning("skipping %s", err)
-            unreadable.append(path)
+        except InputReadError as err:
+            left_out(err, path, skip, unreadable)
     return read
 
 
@@ -91,18 +119,50 @@ def classify(predictor, files, batch_size, k, skip, unreadable):
             print(f"{path}: {ranked}")
 
 
-def enhance(predictor, targets, tiling, skip, unreadable):
-    """One image at a time, full frame or tiled."""
-    progress = Progress(len(targets), unit="image")
+def enhanced(predictor, image, tiling):
+    """The model's output (HWC floats) for one preprocessed CHW image, full frame or tiled."""
+    if tiling:
+        output = tiled_forward(predictor.predict, image, **tiling, log_seconds=30.0)
+    else:
+        output = predictor.predict(image[None])[0]
+    return output.transpose(1, 2, 0)
+
+
+def enhance_video(predictor, path, target, tiling, codec):
+    """Frame by frame, never holding more than one: read, enhance, write 8-bit."""
+    with VideoReader(path) as video, VideoWriter(target, video.fps, codec) as writer:
+        logger.info("%s: %dx%d, %.3f fps, %s frames", path, video.width, video.height, video.fps,
+                    video.frame_count or "an unknown number of")
+        progress, last_line = Progress(video.frame_count, unit="frame"), None
+        for index, frame in enumerate(video):
+            image = predictor.prepare(convert_depth(frame, path, predictor.input_dtype), f"{path} frame {index + 1}")
+            writer.write(quantize(enhanced(predictor, image, tiling)))
+            progress.update()
+            if last_line is None or time.perf_counter() - last_line > VIDEO_PROGRESS_SECONDS:
+                logger.info("%s: frames %s", path, progress.line())
+                last_line = time.perf_counter()
+    return progress
+
+
+def enhance(predictor, targets, tiling, bit_depth, video_codec, skip, unreadable):
+    """One image, or one video frame, at a time."""
+    progress = Progress(len(targets), unit="file")
+    if bit_depth == 16 and any(map(is_video, targets)):
+        logger.warning("--bit-depth 16 applies to images: videos are written with 8 bits per channel")
     for path, target in targets.items():
-        for _, image in read_inputs(predictor, [path], skip, unreadable):
-            if tiling:
-                enhanced = tiled_forward(predictor.predict, image, **tiling, log_seconds=30.0)
+        try:
+            if is_video(path):
+                frames = enhance_video(predictor, path, target, tiling, video_codec)
+                done = f"{frames.done} frames in {format_duration(frames.last - frames.start)}; "
             else:
-                enhanced = predictor.predict(image[None])[0]
-            write_image(target, quantize(enhanced.transpose(1, 2, 0)))
-            logger.info("%s -> %s (%s)", path, target, progress.line())
+                write_image(target, quantize(enhanced(predictor, predictor.preprocess(path), tiling), bit_depth))
+                done = ""
+        except InputReadError as err:
+            left_out(err, path, skip, unreadable)
+            progress.update()
+            continue
         progress.update()
+        logger.info("%s -> %s (%sfiles %s)", path, target, done, progress.line())
 
 
 def tiling_options(deploy, args):
@@ -119,8 +179,13 @@ def tiling_options(deploy, args):
 
 def add_arguments(parser):
     parser.add_argument("--model-dir", required=True, help="folder written by ppuhd export (tools/export.py)")
-    parser.add_argument("--input", required=True, help="an image file or a folder of images")
-    parser.add_argument("--output", default="infer_output", help="enhancement: folder for the enhanced images")
+    parser.add_argument("--input", required=True,
+                        help="an image or a folder of images; for enhancement also a video, or a folder with videos")
+    parser.add_argument("--output", default="infer_output", help="enhancement: folder for the enhanced images/videos")
+    parser.add_argument("--bit-depth", type=int, choices=[8, 16], default=8,
+                        help="enhancement: bits per channel of the PNGs written (videos are always 8-bit)")
+    parser.add_argument("--video-codec", choices=sorted(VIDEO_CODECS), default="mp4v",
+                        help="enhancement: mp4v writes .mp4 (lossy, plays everywhere), ffv1 writes .mkv (lossless)")
     parser.add_argument("--overwrite", action="store_true", help="enhancement: replace results already in --output")
     parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                         help="an unreadable input stops the run (raise) or is left out and listed at the end (skip)")
@@ -139,10 +204,11 @@ def run(args):
     skip, unreadable = args.on_error == "skip", []
     with exit_on_user_error():
         predictor = Predictor(args.model_dir, args.device, args.threads)
-        files = list_inputs(args.input)
+        files = list_inputs(args.input, predictor.task)
         if predictor.task == "enhancement":
             tiling = tiling_options(predictor.deploy, args)
-            enhance(predictor, output_paths(files, args.output, args.overwrite), tiling, skip, unreadable)
+            targets = output_paths(files, args.output, args.overwrite, args.video_codec)
+            enhance(predictor, targets, tiling, args.bit_depth, args.video_codec, skip, unreadable)
         else:
             classify(predictor, files, args.batch_size, args.topk, skip, unreadable)
     if unreadable:

@@ -23,17 +23,25 @@ def _note_once(kind, path, message):
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class ImageReadError(UserError, OSError):
-    """An image file that is missing, unreadable or not an image.
+class InputReadError(UserError, OSError):
+    """An input file (of the kind the subclass names) that is missing, unreadable or undecodable.
 
-    ``ImageReadError(path, reason)``; with one argument, that is the whole
+    ``InputReadError(path, reason)``; with one argument, that is the whole
     message (how pickling, and Paddle's loader workers, rebuild it).
     """
 
+    kind = "file"
+
     def __init__(self, path, reason=None):
-        super().__init__(f"cannot read image {path}: {reason}" if reason is not None else path)
+        super().__init__(f"cannot read {self.kind} {path}: {reason}" if reason is not None else path)
         self.path = path if reason is not None else None
         self.reason = reason if reason is not None else path
+
+
+class ImageReadError(InputReadError):
+    """An image file that is missing, unreadable or not an image."""
+
+    kind = "image"
 
 
 def read_image(path, dtype="uint8"):
@@ -123,6 +131,12 @@ def write_image(path, rgb):
     ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode an image for {path}")
-    tmp = f"{path}.tmp-{os.getpid()}{ext}"
+    tmp = temporary_name(path)
     encoded.tofile(tmp)
     os.replace(tmp, path)
+
+
+def temporary_name(path):
+    """Where ``path`` is written before being renamed to it: beside it, with its extension last
+    (OpenCV picks the format from the extension)."""
+    return f"{path}.tmp-{os.getpid()}{os.path.splitext(path)[1] or '.png'}"

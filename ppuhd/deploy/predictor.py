@@ -82,18 +82,24 @@ class Predictor:
     def task(self):
         return self.deploy.get("task", "classification")
 
-    def preprocess(self, path):
-        """Read an image file and apply the exported evaluation transforms (CHW float32).
+    @property
+    def input_dtype(self):
+        """How images are read for this model: enhancement models as floats in [0, 1] (keeping
+        16-bit precision), classifiers as 8-bit, as in training."""
+        return "float32" if self.task == "enhancement" else "uint8"
 
-        Enhancement models read images as floats in [0, 1] (keeping 16-bit
-        precision), classifiers as 8-bit, as in training.
-        """
-        image = read_image(path, "float32" if self.task == "enhancement" else "uint8")
+    def preprocess(self, path):
+        """Read an image file and apply the exported evaluation transforms (CHW float32)."""
+        return self.prepare(read_image(path, self.input_dtype), path)
+
+    def prepare(self, image, source):
+        """The exported evaluation transforms applied to an RGB array of :attr:`input_dtype`
+        (an image or a video frame; ``source`` names it in errors)."""
         image = self.transforms({"image": image})["image"]
         expected = self.deploy.get("input_size")
         if expected and not self.deploy.get("dynamic_size") and list(image.shape[1:]) != list(expected):
             raise InputSizeError(
-                f"{path}: the model was exported for {expected[1]}x{expected[0]} (WxH) inputs, and the "
+                f"{source}: the model was exported for {expected[1]}x{expected[0]} (WxH) inputs, and the "
                 f"exported preprocessing gives {image.shape[2]}x{image.shape[1]}; resize the image, or add "
                 "Resize/CenterCrop to the config's val_dataset.transforms and export again"
             )

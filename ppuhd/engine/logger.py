@@ -45,8 +45,9 @@ class Progress:
     """Counts work done and estimates the time left (ETA).
 
     ``update(n)`` after each piece of work; ``line()`` gives
-    ``"12/100 (12%) 3.1/s elapsed 0:00:04 eta 0:00:28"``. The rate is an
-    average over the recent pieces, so it follows changes in speed.
+    ``"12/100 (12%) 3.1/s elapsed 0:00:04 eta 0:00:28"``, or
+    ``"12 done, 3.1/s elapsed 0:00:04"`` when the total is not known (None).
+    The rate is an average over the recent pieces, so it follows changes in speed.
     """
 
     def __init__(self, total, unit="it", smoothing=0.2):
@@ -76,6 +77,8 @@ class Progress:
         return (self.total - self.done) * (self.seconds_per_item or 0.0)
 
     def line(self):
+        if self.total is None:
+            return f"{self.done} done, {self.rate:.2f} {self.unit}/s elapsed {format_duration(self.last - self.start)}"
         percent = 100.0 * self.done / self.total if self.total else 100.0
         return (
             f"{self.done}/{self.total} ({percent:.0f}%) {self.rate:.2f} {self.unit}/s "

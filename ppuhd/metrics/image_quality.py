@@ -24,10 +24,12 @@ CONVENTIONS = ("uhdfour", "llformer")
 MEASURES = ("psnr", "ssim", "mae")
 
 
-def quantize(image):
-    """[0, 1] floats to uint8 the way LLFormer saves outputs (clamp, ``img_as_ubyte``)."""
-    scaled = np.clip(image, 0, 1).astype(np.float32) * np.float32(255)
-    return np.rint(scaled).astype(np.uint8)
+def quantize(image, bits=8):
+    """[0, 1] floats to uint8 the way LLFormer saves outputs (clamp, ``img_as_ubyte``);
+    ``bits=16``: to uint16 the same way (the nearest of 65536 levels)."""
+    dtype = {8: np.uint8, 16: np.uint16}[bits]
+    scaled = np.clip(image, 0, 1).astype(np.float32) * np.float32(np.iinfo(dtype).max)
+    return np.rint(scaled).astype(dtype)
 
 
 def psnr(a, b, data_range):
