@@ -5,11 +5,9 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import zlib
 
@@ -22,7 +20,8 @@ from ppuhd.commands import app as app_command
 from ppuhd.data.demo import SHAPE_CLASSES, draw_shape_image
 from ppuhd.data.image_io import read_image
 from ppuhd.deploy import Predictor, top_k
-from ppuhd.deploy.app import ModelCatalog, UploadError, check_upload, enhance_upload, write_demo_images
+from ppuhd.deploy.app import (ModelCatalog, UploadError, check_upload, enhance_upload, for_display,
+                              write_demo_images)
 from ppuhd.engine.tiling import tiled_forward, tiling_arguments
 from ppuhd.metrics.image_quality import quantize
 from test_infer import REPO, TINY_UHDFOUR, export
@@ -205,7 +204,8 @@ def test_a_model_loaded_in_the_page_from_a_config_and_weights_runs(served, expor
         client.predict(str(tmp_path / "nothing"), "", "", api_name="/load_model")
     listing, enhancers, _ = client.predict("", str(config), exports["enhancer_weights"], api_name="/load_model")
     name = f"UHDFour: {config} + {exports['enhancer_weights']}"
-    assert f"| {name} | UHDFour, enhancement, any input size; full frames, untiled;" in listing and enhancers["value"] == name
+    assert f"| {name} | UHDFour, enhancement, any input size; full frames, untiled;" in listing
+    assert enhancers["value"] == name  # and chosen in the Enhance tab
     upload = low_light(tmp_path / "dark.png")
     _, download, _ = client.predict(upload_of(upload), name, api_name="/enhance")
     # the same weights as the tiled export, without its tiling: the predictor's full-frame output
@@ -235,12 +235,19 @@ def png_header_only(path, width, height):
 
 
 def test_the_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path):
-    with pytest.raises(UploadError, match=r"^wide.png is 7000x5000 \(35.0 megapixels\), more than this app's limit "
-                                          r"of 33.2 megapixels; shrink it, or start the app with a larger --max-pixels"):
+    with pytest.raises(UploadError, match=r"^wide.png is 7000x5000 \(35.0 megapixels\), more than this app's "
+                                          r"limit of 33.2 megapixels; shrink it, or start the app with a larger "
+                                          r"--max-pixels$"):
         check_upload(png_header_only(tmp_path / "wide.png", 7000, 5000))
     with pytest.raises(UploadError, match=r"^huge.png has more pixels than this app accepts \(33.2 megapixels\)$"):
         check_upload(png_header_only(tmp_path / "huge.png", 100000, 100000))  # beyond Pillow's own bomb limit
     assert check_upload(png_header_only(tmp_path / "ok.png", 7680, 4320)) == (7680, 4320)
+
+
+def test_the_page_shows_large_images_smaller_and_small_ones_as_they_are():
+    wide = np.random.default_rng(0).integers(0, 255, (1000, 3000, 3), dtype=np.uint8)
+    assert for_display(wide).shape == (683, 2048, 3)
+    np.testing.assert_array_equal(for_display(wide[:100, :2048]), wide[:100, :2048])
 
 
 def test_without_gradio_the_command_says_how_to_install_it(monkeypatch):
@@ -248,6 +255,12 @@ def test_without_gradio_the_command_says_how_to_install_it(monkeypatch):
     with pytest.raises(SystemExit, match=r"^error: the web app needs Gradio, which is not installed: pip install "
                                          r"'ppuhd\[app\]' \(or pip install gradio\)$"):
         app_command.main(["--model-dir", "unused"])
+
+
+def test_configs_and_weights_must_come_in_pairs():
+    with pytest.raises(SystemExit, match=r"^error: give one --weights for each -c/--config, in the same order "
+                                         r"\(2 config\(s\), 1 weights\)$"):
+        app_command.main(["-c", "uhdfour_demo", "-c", "vit_demo", "--weights", "best"])
 
 
 def test_a_taken_port_is_a_one_line_error(tmp_path):
@@ -300,8 +313,9 @@ def app_process(*args):
         assert line.startswith(f"ppuhd app: open http://127.0.0.1:{port}/ in a browser"), line + process.stdout.read()
         yield f"http://127.0.0.1:{port}/"
     finally:
-        process.send_signal(signal.SIGINT)  # as Ctrl+C: the app closes and removes its work folder
-        process.wait(timeout=30)
+        process.terminate()
+        returncode = process.wait(timeout=30)
+    assert returncode == 0, process.stdout.read()  # stopped cleanly, its work folder removed
 
 
 @pytest.mark.slow
@@ -328,11 +342,19 @@ def test_the_page_enhances_an_uploaded_image_in_a_browser(exports, tmp_path):
             driver.save_screenshot(str(screenshot))
             os.makedirs(ARTIFACTS, exist_ok=True)
             shutil.copy(screenshot, os.path.join(ARTIFACTS, "app.png"))
+            not_an_image = tmp_path / "notes.png"
+            not_an_image.write_text("not an image")
+            driver.find_element(By.CSS_SELECTOR, "#enhance-input button[aria-label='Remove Image']").click()
+            driver.find_element(By.CSS_SELECTOR, "#enhance-input input[type=file]").send_keys(str(not_an_image))
+            driver.find_element(By.ID, "enhance-button").click()
+            toast = wait.until(shown.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid='toast-body']")))
+            message = toast.text
             requests = {json.loads(entry["message"])["message"]["params"]["request"]["url"]
                         for entry in driver.get_log("performance")
                         if json.loads(entry["message"])["message"]["method"] == "Network.requestWillBeSent"}
     finally:
         driver.quit()
+    assert "notes.png is not an image this app can read" in message and "Traceback" not in message
     assert enhanced.shape == (48, 64, 3)
     assert np.abs(enhanced.astype(int) - cv2.imread(upload)).mean() > 1
     expected = predictor_output(Predictor(exports["enhancer"], "cpu"), upload)

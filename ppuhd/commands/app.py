@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -66,7 +67,7 @@ def build_page(catalog, demos, result_dir, max_pixels=DEFAULT_MAX_PIXELS):
         try:
             yield
         except UserError as err:
-            raise gr.Error(str(err), title="Cannot do that", print_exception=False) from None
+            raise gr.Error(str(err), print_exception=False) from None
 
     def upload_path(upload):
         if not upload:
@@ -123,7 +124,7 @@ def build_page(catalog, demos, result_dir, max_pixels=DEFAULT_MAX_PIXELS):
                 with gr.Column():
                     enhancer = model_choices("enhancement", label="Enhancement model", elem_id="enhance-model")
                     low_light = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Low-light image",
-                                         elem_id="enhance-input")
+                                         height=360, elem_id="enhance-input")
                     gr.Examples(demos["enhancement"], inputs=low_light, label="Demo images")
                     enhance_button = gr.Button("Enhance", variant="primary", elem_id="enhance-button")
                 with gr.Column():
@@ -136,7 +137,7 @@ def build_page(catalog, demos, result_dir, max_pixels=DEFAULT_MAX_PIXELS):
                 with gr.Column():
                     classifier = model_choices("classification", label="Classification model",
                                                elem_id="classify-model")
-                    photo = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image",
+                    photo = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image", height=360,
                                      elem_id="classify-input")
                     gr.Examples(demos["classification"], inputs=photo, label="Demo images")
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
@@ -211,11 +212,12 @@ def run(args):
                 catalog.add_export(model_dir)
             for config, weights in zip(args.config, args.weights):
                 catalog.add_config(config, weights)
-            page = build_page(catalog, write_demo_images(os.path.join(work_dir, "demo")), os.path.join(work_dir, "results"),
-                              args.max_pixels)
+            demos = write_demo_images(os.path.join(work_dir, "demo"))
+            page = build_page(catalog, demos, os.path.join(work_dir, "results"), args.max_pixels)
             url = launch(page, args.host, args.port, work_dir)
         print(f"ppuhd app: open {url} in a browser ({len(catalog.models)} model(s) loaded; Ctrl+C stops)",
               flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain kill also removes the work folder
         page.block_thread()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

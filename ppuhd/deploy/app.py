@@ -229,10 +229,11 @@ def write_demo_images(folder, scene_size=384, shape_size=32, seed=0):
     """Demo images written into ``folder``: ``{"enhancement": [paths], "classification": [paths]}``.
 
     Enhancement: generated scenes (as in the DemoLowLight set) and, with scikit-image installed,
-    its bundled photographs, darkened by the synthetic low-light degradation. Classification:
+    its bundled photographs, darkened by SyntheticLowLight's degradation. Classification:
     shapes of the demo classifier's classes and, with scikit-image, the photographs as they are.
     """
     rng = np.random.default_rng(seed)
+    dark = dict(exposure=(0.05, 0.12))  # the darker half of SyntheticLowLight's range: clearly low-light
     demos = {"enhancement": [], "classification": []}
 
     def add(task, name, rgb):
@@ -242,13 +243,13 @@ def write_demo_images(folder, scene_size=384, shape_size=32, seed=0):
 
     for i in range(2):
         add("enhancement", f"scene_{i + 1}_low_light.png",
-            quantize(darken(draw_scene(scene_size, rng).astype(np.float32) / 255, rng)))
+            quantize(darken(draw_scene(scene_size, rng).astype(np.float32) / 255, rng, **dark)))
     for label in ("circle", "star", "ring"):
         add("classification", f"{label}.png", draw_shape_image(SHAPE_CLASSES.index(label), shape_size, rng))
     photos = _skimage_photos()
     for name in SKIMAGE_PHOTOS if photos else ():
         photo = read_image(os.path.join(photos, name), "float32")
         stem = os.path.splitext(name)[0]
-        add("enhancement", f"{stem}_low_light.png", quantize(darken(photo, rng)))
+        add("enhancement", f"{stem}_low_light.png", quantize(darken(photo, rng, **dark)))
         add("classification", f"{stem}.png", quantize(photo))
     return demos
