@@ -20,15 +20,15 @@ TINY_VIT = {"type": "VisionTransformer", "img_size": 16, "patch_size": 8, "embed
             "num_heads": 2, "num_classes": 3}
 
 
-def export(folder, model_cfg, val_transforms=None, tiling=None, **options):
+def export(folder, model_cfg, val_transforms=None, sections=None, **options):
     """Export random weights of ``model_cfg``; with ``val_transforms``, a config validating with them;
-    with ``tiling``, a config whose ``tiling`` section is that."""
+    ``sections``: more of the config (e.g. ``tiling``, or a ``val_dataset`` of its own)."""
     paddle.seed(0)
     weights = str(folder / "weights.pdparams")
     paddle.save(builder.build(model_cfg, MODELS).state_dict(), weights)
     val = {"type": "ImageFolder", "root": str(folder / "none"), "transforms": val_transforms} if val_transforms else None
-    cfg = {"model": model_cfg, "val_dataset": val, **({"tiling": tiling} if tiling else {})}
-    export_model(cfg, weights, str(folder / "export"), **options)
+    export_model({"model": model_cfg, "val_dataset": val, **(sections or {})}, weights, str(folder / "export"),
+                 **options)
     return str(folder / "export")
 
 

@@ -23,7 +23,7 @@ TILING = {"tile_size": [32, 48], "stride": [16, 32]}  # 2x2 overlapping tiles on
 
 @pytest.fixture(scope="module")
 def tiled_enhancer(tmp_path_factory):
-    return export(tmp_path_factory.mktemp("tiled"), TINY_UHDFOUR, tiling=TILING, dynamic_size=True,
+    return export(tmp_path_factory.mktemp("tiled"), TINY_UHDFOUR, sections={"tiling": TILING}, dynamic_size=True,
                   input_size=(32, 32))
 
 

@@ -12,4 +12,5 @@ COMMANDS = {
     "convert": "convert",
     "benchmark": "benchmark",
     "prepare-patches": "prepare_patches",
+    "app": "app",
 }

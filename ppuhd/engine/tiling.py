@@ -59,7 +59,8 @@ def _pad_to_multiple(image, multiple):
     return np.pad(image, [(0, 0), (0, pad_h), (0, pad_w)], mode="reflect")
 
 
-def tiled_forward(run, image, tile_size, stride=None, tile_batch=1, blend="average", multiple=1, log_seconds=None):
+def tiled_forward(run, image, tile_size, stride=None, tile_batch=1, blend="average", multiple=1, log_seconds=None,
+                  on_progress=None):
     """Apply ``run`` (NCHW float32 array -> NCHW array) to a CHW ``image`` tile by tile.
 
     Args:
@@ -71,6 +72,7 @@ def tiled_forward(run, image, tile_size, stride=None, tile_batch=1, blend="avera
         blend: 'average' or 'feather'.
         multiple: pad the image to a multiple of this first (the model's).
         log_seconds: log progress with an ETA at most this often (None: never).
+        on_progress: called as ``on_progress(tiles done, tiles in all)`` after each call of ``run``.
     Returns the C x H x W output, cropped to the image's size.
     """
     if blend not in BLENDS:
@@ -83,7 +85,10 @@ def tiled_forward(run, image, tile_size, stride=None, tile_batch=1, blend="avera
     corners = [(top, left) for top in tile_starts(full_h, tile_h, stride_h)
                for left in tile_starts(full_w, tile_w, stride_w)]
     if len(corners) == 1:  # one tile covers it all: exactly the full-frame output
-        return run(padded[None])[0][:, :height, :width]
+        output = run(padded[None])[0][:, :height, :width]
+        if on_progress is not None:
+            on_progress(1, 1)
+        return output
     if blend == "feather":
         weight = np.outer(feather_window(tile_h, tile_h - stride_h), feather_window(tile_w, tile_w - stride_w))
     else:
@@ -100,6 +105,8 @@ def tiled_forward(run, image, tile_size, stride=None, tile_batch=1, blend="avera
             merged[:, top : top + tile_h, left : left + tile_w] += output * weight
             total[top : top + tile_h, left : left + tile_w] += weight
         progress.update(len(group))
+        if on_progress is not None:
+            on_progress(first + len(group), len(corners))
         if log_seconds is not None and time.perf_counter() - last_log > log_seconds:
             logger.info("tiles %s", progress.line())
             last_log = time.perf_counter()
