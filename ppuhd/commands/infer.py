@@ -1,4 +1,4 @@
-"""Run an exported model on images (Paddle Inference; oneDNN on CPU, GPU if available).
+"""Run an exported model on images (Paddle Inference: oneDNN on CPU, GPU if available; or ONNX Runtime).
 
 Classifiers print the top-k classes; enhancement models write the enhanced images,
 as 8-bit PNGs named after the inputs. Inputs are never overwritten, nor are earlier
@@ -8,6 +8,8 @@ results unless --overwrite is given.
     ppuhd infer --model-dir output/uhdfour_demo/export --input low_light/ --output enhanced/
     ppuhd infer --model-dir DIR --input frame_8k.png --tile-size 720 1280 --tile-stride 360 640
     ppuhd infer --model-dir DIR --input folder/ --on-error skip   # leave out unreadable files
+    ppuhd infer --model-dir ONNX_EXPORT --input low_light/ --output enhanced/ --backend onnxruntime
+    ppuhd infer --model-dir DIR --input photo.jpg --device gpu --precision fp16 --tensorrt   # GPU only
 """
 
 import logging
@@ -18,7 +20,8 @@ import numpy as np
 
 from .. import runtime
 from ..data.image_io import IMAGE_EXTENSIONS, ImageReadError, write_image
-from ..deploy import Predictor, top_k
+from ..deploy import BACKENDS, BackendError, create_predictor, top_k
+from ..deploy.predictor import PRECISIONS, default_backend, gpu_flags_given
 from ..engine.logger import Progress
 from ..engine.outputs import OutputError, ensure_writable_dir, refuse_to_replace
 from ..engine.tiling import tiled_forward, tiling_arguments
@@ -107,6 +110,11 @@ def enhance(predictor, targets, tiling, skip, unreadable):
 
 def tiling_options(deploy, args):
     """Tiling from the export (the config's ``tiling``), changed by the command line; None: full frames."""
+    fixed = deploy.get("tile_size")
+    if fixed and (args.full_frame or (args.tile_size and list(args.tile_size) != list(fixed))):
+        asked = "--full-frame" if args.full_frame else f"--tile-size {args.tile_size[0]} {args.tile_size[1]}"
+        raise BackendError(f"{asked}: this export runs tiles of exactly {fixed[0]} {fixed[1]} (H W); export "
+                           "again with --input-size H W for other tiles, or with --dynamic-size for any size")
     if args.full_frame:
         return None
     options = dict(deploy.get("tiling") or {})
@@ -130,15 +138,37 @@ def add_arguments(parser):
     parser.add_argument("--full-frame", action="store_true", help="enhancement: no tiling, whatever the config says")
     parser.add_argument("--topk", type=int, default=5, help="classification: classes to print per image")
     parser.add_argument("--batch-size", type=int, default=8, help="classification: images per batch")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="paddle (Paddle Inference) or onnxruntime (an export made with --format onnx); "
+                             "default: the one the export was made for")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--gpu-id", type=int, default=None, help="Paddle Inference on a GPU: the GPU (default 0)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="Paddle Inference on a GPU: compute in fp16 (default fp32)")
+    parser.add_argument("--tensorrt", action="store_true",
+                        help="Paddle Inference on a GPU: run what TensorRT supports through it, at --precision")
+
+
+def predictor_options(args, backend):
+    """Keyword arguments of ``backend``'s predictor; Paddle Inference's GPU options refused for ONNX Runtime."""
+    options = {"device": args.device, "num_threads": args.threads}
+    gpu_options = {"gpu_id": args.gpu_id, "tensorrt": args.tensorrt, "precision": args.precision}
+    if backend == "paddle":
+        return {**options, **gpu_options}
+    given = gpu_flags_given(**gpu_options)
+    if given:
+        raise BackendError(f"{', '.join(given)}: Paddle Inference options; ONNX Runtime takes only --device "
+                           "and --threads (or use --backend paddle)")
+    return options
 
 
 def run(args):
     runtime.configure(num_threads=args.threads)
     skip, unreadable = args.on_error == "skip", []
     with exit_on_user_error():
-        predictor = Predictor(args.model_dir, args.device, args.threads)
+        backend = args.backend or default_backend(args.model_dir)
+        predictor = create_predictor(args.model_dir, backend, **predictor_options(args, backend))
         files = list_inputs(args.input)
         if predictor.task == "enhancement":
             tiling = tiling_options(predictor.deploy, args)
