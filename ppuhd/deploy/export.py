@@ -49,6 +49,18 @@ class OnnxConversionError(UserError, RuntimeError):
     """paddle2onnx could not convert an exported graph."""
 
 
+class _Traced(paddle.nn.Layer):
+    """The layer handed to ``to_static``, which replaces its ``forward``: so the model itself stays eager
+    (the export check compares the exported graph with the eager model)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+
 def _input_size(cfg, options, info, explicit):
     """(H, W) of the exported graph: ``explicit``, else for a fixed-tile enhancer the config's tile, else
     ``export.input_size``, else the model's own."""
@@ -139,7 +151,7 @@ def export_model(cfg, weights, output_dir, ema=False, dynamic_size=None, input_s
     fixed_tiles = info.task == "enhancement" and not options.dynamic_size
     shape = [None, 3, None, None] if options.dynamic_size else [None, 3, height, width]
     static = paddle.jit.to_static(
-        model, input_spec=[paddle.static.InputSpec(shape, "float32", name="image")], full_graph=True
+        _Traced(model), input_spec=[paddle.static.InputSpec(shape, "float32", name="image")], full_graph=True
     )
     os.makedirs(output_dir, exist_ok=True)
     with portable_graph() if options.format == "onnx" else contextlib.nullcontext():
