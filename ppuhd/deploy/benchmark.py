@@ -23,7 +23,7 @@ from ..losses.base import Loss
 from ..registry import ConfigError
 from ..runtime import run_static_programs_in_order
 from ..weights import load_weights
-from .predictor import Predictor
+from .predictor import create_predictor
 
 _MAC_OPS = ("pd_op.matmul", "pd_op.conv2d", "pd_op.depthwise_conv2d", "pd_op.conv2d_transpose")
 
@@ -122,8 +122,8 @@ def run_case(cfg, case):
     batch, (height, width) = case["batch"], case["size"]
     x = rng.random((batch, 3, height, width), dtype=np.float32)
     tiling = cfg.get("tiling") if case.get("tiled") else None
-    if case["mode"] == "predictor":
-        predictor = Predictor(case["export_dir"])
+    if case["mode"] in ("predictor", "onnxruntime"):
+        predictor = create_predictor(case["export_dir"], "paddle" if case["mode"] == "predictor" else "onnxruntime")
         arguments = tiling_arguments(tiling, case.get("input_multiple", 1))
         if arguments:
             forward = lambda: [tiled_forward(predictor.predict, image, **arguments) for image in x]  # noqa: E731
