@@ -10,8 +10,6 @@ Inputs of the enhancers are crops of real photographs, darkened.
 
 import argparse
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -20,6 +18,7 @@ import onnx
 import paddle
 import pytest
 import yaml
+from test_infer import infer, one_line_error  # tools/infer.py in a subprocess
 
 from ppuhd import builder
 from ppuhd.commands import infer as infer_command
@@ -117,15 +116,6 @@ def test_enhancers_exported_for_fixed_tiles_equal_dygraph(name, tmp_path):
 def tiled_uhdfour(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiled")
     return export_onnx(folder, NARROW_UHD, tiling={"tile_size": [48, 64], "stride": [24, 40]})
-
-
-def infer(model_dir, *args):
-    return subprocess.run([sys.executable, "tools/infer.py", "--model-dir", model_dir, *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-
-
-def one_line_error(result, text):
-    assert result.returncode != 0 and text in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_tiled_inference_in_onnxruntime_writes_the_paddle_backends_image(tiled_uhdfour, tmp_path):
