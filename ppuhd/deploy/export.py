@@ -31,6 +31,7 @@ import yaml
 
 from .. import builder
 from ..config import as_run_config
+from ..config.schema import EXPORT_FORMATS
 from ..contract import model_info
 from ..data.transforms import ToCHW
 from ..errors import UserError
@@ -138,6 +139,8 @@ def export_model(cfg, weights, output_dir, ema=False, dynamic_size=None, input_s
     cfg = as_run_config(cfg)
     options = cfg.export
     if export_format is not None:
+        if export_format not in EXPORT_FORMATS:
+            raise ConfigError(f"the export format must be one of {', '.join(EXPORT_FORMATS)}, got {export_format!r}")
         options.format = export_format
     if options.format == "onnx":
         require_onnx_packages("paddle2onnx", "onnxruntime", purpose="ONNX export")
