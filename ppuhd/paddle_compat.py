@@ -5,14 +5,23 @@ that when a Paddle release fixes it, the workaround can be deleted here and
 its callers go back to Paddle's own operator. None of them changes results:
 each computes what the operator it replaces computes (tests compare them).
 
-Two questions the models ask while running:
+Three questions the models ask while running:
 
 * :func:`is_traced`: is this code being traced into a static graph
   (``paddle.jit.to_static`` for export) rather than run eagerly?
 * :func:`is_static_size`: is this size a Python int? Always in eager mode; in
   a traced graph only for dimensions fixed at export (an image size exported
   as free is a run-time value there).
+* :func:`is_portable_graph`: is the graph being traced for another runtime
+  (ONNX, through paddle2onnx), inside :func:`portable_graph`? Such a graph
+  has fixed image sizes and may use only operators every runtime has: no
+  complex tensors (FFTs), no graph loops (ONNX Runtime rejects the loops
+  paddle2onnx writes for them), no ``diagonal``.
 """
+
+import contextlib
+import contextvars
+import math
 
 import paddle
 import paddle.nn as nn
@@ -27,6 +36,44 @@ def is_traced():
 def is_static_size(value):
     """True for a size known now (a Python int), False for a run-time value of a traced graph."""
     return isinstance(value, int)
+
+
+_PORTABLE = contextvars.ContextVar("ppuhd_portable_graph", default=False)
+
+
+@contextlib.contextmanager
+def portable_graph():
+    """Within this block, graphs traced by ``paddle.jit.to_static`` take their portable form.
+
+    Wrap the tracing call (``paddle.jit.save`` of a ``to_static`` layer, which
+    traces it). The setting belongs to the current context only (a
+    ``contextvars`` variable) and is restored on leaving.
+    """
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
+
+
+def is_portable_graph():
+    """True while tracing inside :func:`portable_graph` (never in eager mode)."""
+    return is_traced() and _PORTABLE.get()
+
+
+def atan2(y, x):
+    """``paddle.atan2(y, x)`` from ``atan`` and ``where``: what a portable graph uses.
+
+    paddle2onnx 2.1 writes ``atan2`` as ``atan(y / x) + sign(y) * pi`` for
+    x < 0, which is 0 instead of pi for y = 0 (the phase of a negative real
+    number, as every negative DC bin of an FFT is) and NaN at (0, 0). Here:
+    y = +-0 with x < 0 gives +pi (``torch.angle`` of a negative real), x = 0
+    gives +-pi/2 by the sign of y, and (0, 0) gives 0.
+    """
+    angle = paddle.atan(y / paddle.where(x == 0, 1.0, x))
+    half_turn = math.pi * (2 * paddle.cast(y >= 0, y.dtype) - 1)  # +pi for y >= 0 (+0 and -0), else -pi
+    angle = paddle.where(x < 0, angle + half_turn, angle)
+    return paddle.where(x == 0, paddle.sign(y) * (math.pi / 2), angle)
 
 
 def as_float32(size):
@@ -55,9 +102,9 @@ def pixel_unshuffle(x, factor):
     ``c * f * f + i * f + j`` holds pixel offset (i, j) of each f x f cell of
     input channel c.
     """
-    channels, width = x.shape[1], x.shape[3]
-    x = x.reshape([0, channels, -1, factor, width // factor, factor])  # (B, C, H/f, i, W/f, j)
-    return x.transpose([0, 1, 3, 5, 2, 4]).reshape([0, channels * factor * factor, -1, width // factor])
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]  # no -1: sizes known at export stay known
+    x = x.reshape([0, channels, height // factor, factor, width // factor, factor])  # (B, C, H/f, i, W/f, j)
+    return x.transpose([0, 1, 3, 5, 2, 4]).reshape([0, channels * factor * factor, height // factor, width // factor])
 
 
 class PixelUnshuffle(nn.Layer):

@@ -63,7 +63,7 @@ def test_train_eval_export_infer(tmp_path):
     out = run_tool("tools/export.py", "-c", cfg, "--weights", str(run_dir / "checkpoints" / "best"),
                    "--output", str(export_dir)).stdout
     assert {"model.json", "model.pdiparams", "deploy.yml"} <= set(os.listdir(export_dir))
-    difference = float(out.split("on a random batch:")[1].split()[0])
+    difference = float(out.split("on a random batch, paddle:")[1].split()[0])
     assert difference <= 1e-5
 
     images = tmp_path / "data" / "demo_shapes_v1_16px_4_2" / "val" / "star"

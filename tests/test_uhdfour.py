@@ -14,8 +14,8 @@ import pytest
 
 import ppuhd.models.uhdfour as uhdfour
 from ppuhd.deploy import Predictor, export_model
-from ppuhd.models.uhdfour import UHDFour, irfft2_polar, rfft2_polar
-from ppuhd.paddle_compat import resize_bilinear
+from ppuhd.models.uhdfour import UHDFour, irfft2_polar, irfft2_polar_matmul, rfft2_polar, rfft2_polar_matmul
+from ppuhd.paddle_compat import atan2, resize_bilinear
 from ppuhd.registry import MODELS
 from ppuhd.weights import ConversionError, convert_torch_state_dict, find_state_dict, read_checkpoint
 from ppuhd.weights.convert import torch_key_plan
@@ -176,15 +176,17 @@ def test_irfft2_polar_equals_irfft2(height, width):
     mag, pha = paddle.to_tensor(mag), paddle.to_tensor(pha)
     native = irfft2_polar(mag, pha, width).numpy()  # dygraph: Paddle's irfft2
     exportable = irfft2_polar(mag, pha, paddle.to_tensor(width)).numpy()  # as in an exported graph
-    np.testing.assert_allclose(native, expected, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(exportable, expected, rtol=0, atol=1e-6)
+    portable = irfft2_polar_matmul(mag, pha, width).numpy()  # as in an ONNX export
+    for got in (native, exportable, portable):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("polar", [rfft2_polar, rfft2_polar_matmul], ids=["fft", "matmul"])
 @pytest.mark.parametrize("height, width", [(12, 18), (6, 9), (7, 4)])
-def test_rfft2_polar(height, width):
+def test_rfft2_polar(height, width, polar):
     rng = np.random.default_rng(height + width)
     x = rng.standard_normal((4, 16, height, width)).astype(np.float32) - 1.0  # negative DC bins
-    mag, pha = (t.numpy() for t in rfft2_polar(paddle.to_tensor(x)))
+    mag, pha = (t.numpy() for t in polar(paddle.to_tensor(x)))
     expected = np.fft.rfft2(x.astype(np.float64))
     np.testing.assert_allclose(mag, np.abs(expected), rtol=0, atol=1e-4)
     # bins that are real in exact arithmetic: imaginary part +0, so a negative one has phase +pi
@@ -194,6 +196,17 @@ def test_rfft2_polar(height, width):
     np.testing.assert_array_equal(pha[:, :, rows][:, :, :, cols], np.where(real < 0, np.float32(np.pi), 0))
     off = np.abs(np.angle(expected)) < 3.0  # away from the +-pi cut elsewhere
     np.testing.assert_allclose(pha[off], np.angle(expected)[off], rtol=0, atol=1e-4)
+
+
+def test_portable_atan2_is_the_phase_torch_angle_gives():
+    """+pi for a negative real number (y = +0 or -0: paddle2onnx's atan2 gives 0), pi/2 on the axis, 0 at 0."""
+    y = np.array([0.0, -0.0, 0.0, 1.0, -1.0, 0.0, 3.0, -3.0, 1e-30, -1e-30], np.float32)
+    x = np.array([-2.0, -2.0, 2.0, 0.0, 0.0, 0.0, -1e-8, -1e-8, -1.0, -1.0], np.float32)
+    expected = np.array([np.pi, np.pi, 0, np.pi / 2, -np.pi / 2, 0, np.pi / 2, -np.pi / 2, np.pi, -np.pi], np.float32)
+    np.testing.assert_allclose(atan2(paddle.to_tensor(y), paddle.to_tensor(x)).numpy(), expected, rtol=0, atol=1e-7)
+    y, x = np.random.default_rng(0).standard_normal((2, 10000)).astype(np.float32)
+    got = atan2(paddle.to_tensor(y), paddle.to_tensor(x)).numpy()
+    np.testing.assert_allclose(got, np.arctan2(y.astype(np.float64), x), rtol=0, atol=5e-7)
 
 
 @pytest.mark.parametrize("size_in, size_out", [((2, 3), (4, 6)), ((4, 6), (9, 13)), ((9, 13), (72, 104)), ((7, 5), (3, 2))])

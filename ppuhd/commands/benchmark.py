@@ -42,6 +42,11 @@ TIMM_BENCHMARK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "timm_benchmark.py")
 
 
+# --mode: the measurements each runs
+MODES = {"dygraph": ["dygraph"], "predictor": ["predictor"], "onnxruntime": ["onnxruntime"],
+         "both": ["dygraph", "predictor"], "deploy": ["predictor", "onnxruntime"], "train": ["train"]}
+
+
 def parse_size(text):
     height, _, width = text.lower().partition("x")
     return [int(height), int(width)]
@@ -89,7 +94,9 @@ def add_arguments(parser):
     parser.add_argument("--weights", help="weights to load (speed does not depend on them; random by default)")
     parser.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (classifiers, and training steps of any model)")
     parser.add_argument("--size", type=parse_size, help="input HxW (default: the model's reference size)")
-    parser.add_argument("--mode", default="both", choices=["dygraph", "predictor", "both", "train"])
+    parser.add_argument("--mode", default="both", choices=list(MODES),
+                        help="dygraph (eager), predictor (Paddle Inference), onnxruntime (an ONNX export), "
+                             "both (dygraph and predictor), deploy (predictor and onnxruntime), train")
     parser.add_argument("--tiled", action="store_true", help="enhancers: run the config's tiling")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
@@ -119,24 +126,30 @@ def run(args):
     enhancer = info["task"] == "enhancement"
     # Enhancers infer one image at a time (tiles batch on their own); training steps take a batch.
     batches = [1] if enhancer and args.mode != "train" else [int(b) for b in args.batch_sizes.split(",")]
-    modes = ["dygraph", "predictor"] if args.mode == "both" else [args.mode]
+    modes = MODES[args.mode]
     results = {"config": args.config, "model": cfg["model"]["type"], "device": device_name(),
                "threads": runtime.available_cores(), "paddle": paddle.__version__, "machine": cpu.machine(), **info,
                "size": size, "cases": []}
     results["machine"]["matmul_gflops"] = limit = measure(args, {"mode": "matmul"})["gflops"]
     with tempfile.TemporaryDirectory() as export_dir:
-        if "predictor" in modes:
+        export_dirs = {mode: os.path.join(export_dir, mode) for mode in modes if mode in ("predictor", "onnxruntime")}
+        if export_dirs:
             weights = args.weights or os.path.join(export_dir, "random.pdparams")
             if not args.weights:
                 paddle.save(model.state_dict(), weights)
-            export_model(cfg, weights, export_dir, dynamic_size=enhancer, input_size=size)
+        if "predictor" in export_dirs:
+            export_model(cfg, weights, export_dirs["predictor"], dynamic_size=enhancer, input_size=size)
+        if "onnxruntime" in export_dirs:  # fixed size: the config's tiles when tiled
+            export_model(cfg, weights, export_dirs["onnxruntime"], input_size=None if args.tiled else size,
+                         export_format="onnx")
         for batch in batches:
             best = {}  # per mode (and timm): the fastest round
             for _ in range(args.rounds):
                 if args.torch_python and not enhancer:
                     keep_faster(best, "timm", measure_timm(args, cfg["model"]["type"], batch, size, args.mode == "train"))
                 for mode in modes:
-                    case = {"mode": mode, "batch": batch, "size": size, "export_dir": export_dir, "tiled": args.tiled,
+                    case = {"mode": mode, "batch": batch, "size": size, "export_dir": export_dirs.get(mode),
+                            "tiled": args.tiled,
                             "warmup": args.warmup, "runs": args.runs, "weights": args.weights,
                             "input_multiple": info["input_multiple"]}
                     keep_faster(best, mode, measure(args, case))

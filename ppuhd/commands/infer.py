@@ -1,4 +1,4 @@
-"""Run an exported model on images or videos (Paddle Inference; oneDNN on CPU, GPU if available).
+"""Run an exported model on images or videos (Paddle Inference: oneDNN on CPU, GPU if available; or ONNX Runtime).
 
 Classifiers print the top-k classes of images; enhancement models write the enhanced
 images as PNGs (8- or 16-bit) and the enhanced videos frame by frame, named after the
@@ -10,6 +10,8 @@ inputs. Inputs are never overwritten, nor are earlier results unless --overwrite
     ppuhd infer --model-dir DIR --input raw_frames/ --bit-depth 16      # 16-bit PNGs
     ppuhd infer --model-dir DIR --input frame_8k.png --tile-size 720 1280 --tile-stride 360 640
     ppuhd infer --model-dir DIR --input folder/ --on-error skip   # leave out unreadable files
+    ppuhd infer --model-dir ONNX_EXPORT --input low_light/ --output enhanced/ --backend onnxruntime
+    ppuhd infer --model-dir DIR --input photo.jpg --device gpu --precision fp16 --tensorrt   # GPU only
 """
 
 import logging
@@ -22,7 +24,8 @@ import numpy as np
 from .. import runtime
 from ..data.image_io import IMAGE_EXTENSIONS, InputReadError, convert_depth, write_image
 from ..data.video_io import VIDEO_CODECS, VIDEO_EXTENSIONS, VideoReader, VideoWriter, is_video
-from ..deploy import Predictor, top_k
+from ..deploy import BACKENDS, BackendError, create_predictor, top_k
+from ..deploy.predictor import PRECISIONS, default_backend, gpu_flags_given
 from ..engine.logger import Progress, format_duration
 from ..engine.outputs import OutputError, ensure_writable_dir, refuse_to_replace
 from ..engine.tiling import tiled_forward, tiling_arguments
@@ -167,6 +170,11 @@ def enhance(predictor, targets, tiling, bit_depth, video_codec, skip, unreadable
 
 def tiling_options(deploy, args):
     """Tiling from the export (the config's ``tiling``), changed by the command line; None: full frames."""
+    fixed = deploy.get("tile_size")
+    if fixed and (args.full_frame or (args.tile_size and list(args.tile_size) != list(fixed))):
+        asked = "--full-frame" if args.full_frame else f"--tile-size {args.tile_size[0]} {args.tile_size[1]}"
+        raise BackendError(f"{asked}: this export runs tiles of exactly {fixed[0]} {fixed[1]} (H W); export "
+                           "again with --input-size H W for other tiles, or with --dynamic-size for any size")
     if args.full_frame:
         return None
     options = dict(deploy.get("tiling") or {})
@@ -195,15 +203,37 @@ def add_arguments(parser):
     parser.add_argument("--full-frame", action="store_true", help="enhancement: no tiling, whatever the config says")
     parser.add_argument("--topk", type=int, default=5, help="classification: classes to print per image")
     parser.add_argument("--batch-size", type=int, default=8, help="classification: images per batch")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="paddle (Paddle Inference) or onnxruntime (an export made with --format onnx); "
+                             "default: the one the export was made for")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--gpu-id", type=int, default=None, help="Paddle Inference on a GPU: the GPU (default 0)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="Paddle Inference on a GPU: compute in fp16 (default fp32)")
+    parser.add_argument("--tensorrt", action="store_true",
+                        help="Paddle Inference on a GPU: run what TensorRT supports through it, at --precision")
+
+
+def predictor_options(args, backend):
+    """Keyword arguments of ``backend``'s predictor; Paddle Inference's GPU options refused for ONNX Runtime."""
+    options = {"device": args.device, "num_threads": args.threads}
+    gpu_options = {"gpu_id": args.gpu_id, "tensorrt": args.tensorrt, "precision": args.precision}
+    if backend == "paddle":
+        return {**options, **gpu_options}
+    given = gpu_flags_given(**gpu_options)
+    if given:
+        raise BackendError(f"{', '.join(given)}: Paddle Inference options; ONNX Runtime takes only --device "
+                           "and --threads (or use --backend paddle)")
+    return options
 
 
 def run(args):
     runtime.configure(num_threads=args.threads)
     skip, unreadable = args.on_error == "skip", []
     with exit_on_user_error():
-        predictor = Predictor(args.model_dir, args.device, args.threads)
+        backend = args.backend or default_backend(args.model_dir)
+        predictor = create_predictor(args.model_dir, backend, **predictor_options(args, backend))
         files = list_inputs(args.input, predictor.task)
         if predictor.task == "enhancement":
             tiling = tiling_options(predictor.deploy, args)

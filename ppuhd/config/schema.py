@@ -99,10 +99,14 @@ class DataLoaderOptions:
     repeated_augmentation: int = _number(1, minimum=1)
 
 
+EXPORT_FORMATS = ("paddle", "onnx")
+
+
 @dataclass
 class ExportOptions:
-    input_size: Optional[List[int]] = _size()  # [H, W]; default: the model's training size
-    dynamic_size: bool = False  # export with free H and W where the model allows it
+    input_size: Optional[List[int]] = _size()  # [H, W]; default: the model's training size (enhancers: the tile)
+    dynamic_size: bool = False  # export with free H and W where the model allows it (Paddle format only)
+    format: str = _choice(*EXPORT_FORMATS)  # onnx: also model.onnx, for ONNX Runtime (fixed H and W)
 
 
 @dataclass

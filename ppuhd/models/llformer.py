@@ -91,7 +91,8 @@ import paddle.nn.functional as F
 
 from .. import cpu
 from ..contract import ModelInfo
-from ..paddle_compat import Conv2D, PixelUnshuffle, channel_map, conv2d, is_static_size, is_traced, reflect_pad_to_multiple
+from ..paddle_compat import (Conv2D, PixelUnshuffle, channel_map, conv2d, is_portable_graph, is_static_size, is_traced,
+                             reflect_pad_to_multiple)
 from ..registry import MODELS
 from .layers import torch_default_init_
 from .preprocessing import WHOLE_IMAGE
@@ -164,9 +165,11 @@ def _full(small, like):
     Paddle's CPU elementwise kernels are about 3.5x slower when one operand
     broadcasts along an inner axis (a per-pixel statistic over channels) than
     an expand followed by the same operation on equal shapes: at full
-    resolution that was a fifth of LLFormer's time.
+    resolution that was a fifth of LLFormer's time. A portable graph
+    broadcasts instead: paddle2onnx 2.1 writes ``expand_as`` with a free
+    batch as an ONNX Expand to a size of -1, which ONNX Runtime rejects.
     """
-    return paddle.expand_as(small, like)
+    return small if is_portable_graph() else paddle.expand_as(small, like)
 
 
 def _sum_over_rows(x, scale=1.0):
@@ -264,9 +267,11 @@ def axis_attention(q, k, v, fac, along_height, budget_bytes, training=False):
     (B*heads, n, L, L) staying within ``budget_bytes`` (n >= 1); only the
     chunk being processed is put into the (..., d, L) layout the matmuls need.
     A traced graph loops over the chunks at run time, except when ``training``
-    (that loop passes no gradient): its chunks are then unrolled, which needs
-    known sizes (training patches are small; at a 720x1280 tile the unrolled
-    graph took minutes to trace).
+    (that loop passes no gradient) or for a portable graph (ONNX Runtime
+    rejects the loop paddle2onnx writes): its chunks are then unrolled, which
+    needs known sizes (training patches are small; at a 720x1280 tile the
+    unrolled graph took minutes to trace). A portable graph may leave the
+    batch free: its chunks then hold ``budget_bytes`` of scores per image and head.
     """
     line_axis = 3 if along_height else 2
     length_axis = 2 if along_height else 3
@@ -280,8 +285,13 @@ def axis_attention(q, k, v, fac, along_height, budget_bytes, training=False):
         return _attend(*(t.transpose(to_lines) for t in parts), fac).transpose(from_lines)
 
     batch, length, count = q.shape[0], q.shape[length_axis], q.shape[line_axis]
+    portable = is_portable_graph()
+    if portable and not is_static_size(batch):
+        batch = 1  # the free batch of an export: budget per image and head
     known = all(is_static_size(n) and n >= 0 for n in (batch, length, count))
-    if is_traced() and not (training and known):
+    if portable and not known:
+        raise ValueError(f"a portable graph needs the image size fixed at export, got H, W = {q.shape[2:]}")
+    if is_traced() and not ((training or portable) and known):
         return _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, itemsize)
     step = max(1, int(budget_bytes // (batch * length * length * itemsize)))
     if step >= count:
@@ -499,9 +509,15 @@ class Upsample(nn.Layer):
 
 
 def _token_norms(tokens):
-    """L2 norms of the rows of (B, N, L) ``tokens``, floored as ``F.normalize`` does."""
+    """L2 norms of the rows of (B, N, L) ``tokens``, floored as ``F.normalize`` does.
+
+    The diagonal of the N x N Gram matrix is taken as the row sums of its
+    product with the identity (exact: products with 1 and 0, sums with 0),
+    since paddle2onnx 2.1 has no ``diagonal``.
+    """
     gram = paddle.matmul(tokens, tokens, transpose_y=True)
-    return paddle.sqrt(paddle.diagonal(gram, axis1=-2, axis2=-1)).clip(min=NORMALIZE_EPS)
+    diagonal = (gram * paddle.eye(gram.shape[-1], dtype=gram.dtype)).sum(axis=-1)
+    return paddle.sqrt(diagonal).clip(min=NORMALIZE_EPS)
 
 
 class LAM_Module_v2(nn.Layer):
@@ -527,7 +543,7 @@ class LAM_Module_v2(nn.Layer):
         norms = _token_norms(q).unsqueeze(-1) * _token_norms(k).unsqueeze(-2)
         cosine = paddle.matmul(q, k, transpose_y=True) / norms
         attn = F.softmax(cosine * self.temperature, axis=-1)
-        out = paddle.matmul(attn, v).reshape(paddle.shape(x))
+        out = paddle.matmul(attn, v).reshape([-1, *x.shape[1:]])  # keeps the sizes fixed at export known
         return self.project_out(out) + x
 
 

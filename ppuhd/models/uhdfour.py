@@ -102,7 +102,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..contract import ModelInfo
-from ..paddle_compat import LeakyReLU, is_static_size, pixel_unshuffle, reflect_pad_to_multiple, resize_bilinear
+from ..paddle_compat import (LeakyReLU, atan2, is_portable_graph, is_static_size, is_traced, pixel_unshuffle,
+                             reflect_pad_to_multiple, resize_bilinear)
 from ..registry import MODELS
 from .layers import torch_default_init_
 from .preprocessing import WHOLE_IMAGE
@@ -123,18 +124,74 @@ def _real_bins(length, count):
     return (k == 0) | (k * 2 == length)
 
 
+def _exactly_real(height, width):
+    """Bool [H, W // 2 + 1]: the bins of ``rfft2`` of a real H x W signal that are real in exact arithmetic."""
+    return _real_bins(height, height).unsqueeze(1) & _real_bins(width, width // 2 + 1).unsqueeze(0)
+
+
 def rfft2_polar(x):
     """Amplitude and phase of ``rfft2(x)`` (norm 'backward') of a real [N, C, H, W] tensor.
 
     The bins that are real in exact arithmetic get an imaginary part of
     exactly +0 (Paddle leaves rounding noise there, PyTorch does not), so a
-    negative one has phase +pi, not +-pi at random.
+    negative one has phase +pi, not +-pi at random. A portable graph
+    (:func:`ppuhd.paddle_compat.portable_graph`) computes it as
+    :func:`rfft2_polar_matmul`.
     """
+    if is_portable_graph():
+        return rfft2_polar_matmul(x)
     h, w = x.shape[-2], x.shape[-1]
     spec = paddle.fft.rfft2(x)
-    exact_real = _real_bins(h, h).unsqueeze(1) & _real_bins(w, w // 2 + 1).unsqueeze(0)
-    spec = paddle.complex(spec.real(), paddle.where(exact_real, 0.0, spec.imag()))
+    spec = paddle.complex(spec.real(), paddle.where(_exactly_real(h, w), 0.0, spec.imag()))
     return paddle.abs(spec), paddle.angle(spec)
+
+
+def _dft_cos_sin(length, bins):
+    """[bins, length] float64 cos and sin of 2 pi k n / length (k < bins), the sines that are 0 exactly 0.
+
+    k n is reduced modulo ``length`` in integers first, so every entry is
+    accurate to float64 rounding however large k n gets; sin(pi) would
+    otherwise be 1e-16, not 0.
+    """
+    turns = (np.arange(bins)[:, None] * np.arange(length)[None, :]) % length
+    angle = 2 * np.pi * turns / length
+    return np.cos(angle), np.where(2 * turns % length == 0, 0.0, np.sin(angle))
+
+
+def _require_static_sizes(*sizes):
+    if not all(is_static_size(n) for n in sizes):
+        raise ValueError(f"the DFT as matrix products needs sizes known now (fixed at export), got {sizes}")
+
+
+def _constant(array, like):
+    return paddle.to_tensor(array, dtype=like.dtype)
+
+
+def _dft_along_height(x):
+    """[cos; sin] (2H x H) times ``x`` along its H axis: ``x`` [N, C, H, L] -> [N, C, 2H, L]."""
+    cos, sin = _dft_cos_sin(x.shape[2], x.shape[2])
+    return paddle.matmul(_constant(np.concatenate([cos, sin]), x), x)
+
+
+def rfft2_polar_matmul(x):
+    """:func:`rfft2_polar` as real matrix products (sizes known now), for graphs without complex numbers.
+
+    With a = 2 pi k n / H and b = 2 pi l m / W, ``rfft2(x)[k, l]`` is
+    sum x (cos a cos b - sin a sin b) - i sum x (sin a cos b + cos a sin b):
+    one product with [cos b | sin b] along W, one with [cos a; sin a] along
+    H, and the four blocks combined. The amplitude is sqrt(re^2 + im^2), the
+    phase :func:`ppuhd.paddle_compat.atan2` of the parts, with the exactly
+    real bins' imaginary part set to +0 as in :func:`rfft2_polar` (a
+    negative one has phase +pi, as ``torch.angle`` gives).
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    _require_static_sizes(h, w)
+    bins = w // 2 + 1
+    cos_w, sin_w = _dft_cos_sin(w, bins)
+    blocks = _dft_along_height(paddle.matmul(x, _constant(np.concatenate([cos_w, sin_w]).T, x)))  # [N, C, 2H, 2B]
+    real = blocks[:, :, :h, :bins] - blocks[:, :, h:, bins:]
+    imag = paddle.where(_exactly_real(h, w), 0.0, -(blocks[:, :, :h, bins:] + blocks[:, :, h:, :bins]))
+    return paddle.sqrt(real * real + imag * imag), atan2(imag, real)
 
 
 def irfft2_polar(mag, pha, width):
@@ -150,6 +207,8 @@ def irfft2_polar(mag, pha, width):
     (their mirror images contribute the conjugate). So: weight the columns,
     zero-fill to W columns, inverse FFT, real part.
     """
+    if is_portable_graph():
+        return irfft2_polar_matmul(mag, pha, width)
     if is_static_size(width):  # 3x faster, and half the memory
         return paddle.fft.irfft2(paddle.complex(mag * paddle.cos(pha), mag * paddle.sin(pha)), s=(mag.shape[2], width))
     bins = mag.shape[-1]
@@ -158,6 +217,32 @@ def irfft2_polar(mag, pha, width):
     real = paddle.concat([mag * paddle.cos(pha), filler], axis=-1)
     imag = paddle.concat([mag * paddle.sin(pha), filler], axis=-1)
     return paddle.fft.ifft2(paddle.complex(real, imag)).real()
+
+
+def irfft2_polar_matmul(mag, pha, width):
+    """:func:`irfft2_polar` as real matrix products (sizes known now), for graphs without complex numbers.
+
+    The spectrum Z = mag (cos pha + i sin pha); inverse along H, U = [cos a; sin a]
+    times [Re Z | Im Z] combined as Re U = cos Re Z - sin Im Z and
+    Im U = cos Im Z + sin Re Z; then the C2R transform along W,
+    sum_l c_l (Re U cos b - Im U sin b) / (H W), with c_l as in
+    :func:`irfft2_polar`, is one product with a [2B, W] matrix (the DC and
+    Nyquist columns' sines are 0, so their imaginary parts are ignored, as
+    torch does).
+    """
+    h, bins = mag.shape[-2], mag.shape[-1]
+    _require_static_sizes(h, width)
+    blocks = _dft_along_height(paddle.concat([mag * paddle.cos(pha), mag * paddle.sin(pha)], axis=-1))
+    real = blocks[:, :, :h, :bins] - blocks[:, :, h:, bins:]
+    imag = blocks[:, :, :h, bins:] + blocks[:, :, h:, :bins]
+    cos_w, sin_w = _dft_cos_sin(width, bins)
+    weights = np.full((bins, 1), 2.0)  # a column stands for itself and its mirror image
+    weights[0] = 1.0  # DC
+    if width % 2 == 0:
+        weights[-1] = 1.0  # Nyquist
+    weights /= h * width
+    inverse_w = np.concatenate([weights * cos_w, -weights * sin_w])  # [2B, W]
+    return paddle.matmul(paddle.concat([real, imag], axis=-1), _constant(inverse_w, mag))
 
 
 def _downsample_kernel(factor):
@@ -359,11 +444,13 @@ def _conv3x3_in_stripes(layer, x):
     for the 16-channel 4K map before ``con_temp3``. Stripes of rows, each
     with its one-row halos (or the zero padding at the image's top and
     bottom), give the same numbers with a bounded buffer. Exported graphs
-    (run-time sizes; oneDNN convs in inference) use the plain conv.
+    (oneDNN convs in inference) use the plain conv.
     """
+    if is_traced():
+        return layer(x)
     h, w = x.shape[2], x.shape[3]
-    rows = max(1, _IM2COL_BYTES // (x.shape[1] * 9 * 4 * w)) if is_static_size(h) else h
-    if not is_static_size(h) or h <= rows:
+    rows = max(1, _IM2COL_BYTES // (x.shape[1] * 9 * 4 * w))
+    if h <= rows:
         return layer(x)
     stripes = []
     for top in range(0, h, rows):
