@@ -25,7 +25,7 @@ from ..engine.tiling import tiled_forward, tiling_arguments
 from ..errors import UserError
 from ..metrics.image_quality import quantize
 from .export import export_model
-from .predictor import Predictor, top_k
+from .predictor import ExportedModel, create_predictor, top_k
 
 DEFAULT_MAX_PIXELS = 7680 * 4320  # an 8K UHD frame
 DISPLAY_SIDE = 2048  # the page shows images at most this long; downloads are full size
@@ -89,7 +89,7 @@ class ServedModel:
 
     name: str
     source: str  # the export folder, or "CONFIG + WEIGHTS"
-    predictor: Predictor
+    predictor: ExportedModel
 
     @property
     def task(self):
@@ -121,7 +121,8 @@ class ModelCatalog:
 
     Args:
         work_dir: folder for exports made from a config and weights.
-        device, num_threads: as for :class:`Predictor`.
+        device, num_threads: as for :func:`~ppuhd.deploy.create_predictor`
+            (an export runs on the runtime it was made for: Paddle Inference, or ONNX Runtime).
     """
 
     def __init__(self, work_dir, device="auto", num_threads=None):
@@ -137,7 +138,7 @@ class ModelCatalog:
             for model in self.models.values():
                 if model.source == source:
                     return model
-            predictor = Predictor(model_dir, self.device, self.num_threads)
+            predictor = create_predictor(model_dir, device=self.device, num_threads=self.num_threads)
             model = ServedModel(f"{predictor.deploy.get('model', 'model')}: {source}", source, predictor)
             self.models[model.name] = model
             return model
