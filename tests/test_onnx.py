@@ -195,3 +195,13 @@ def test_a_graph_paddle2onnx_cannot_convert_is_one_clear_error(tmp_path):
     with pytest.raises(OnnxConversionError, match="paddle2onnx could not convert .*unsupported operators"):
         convert_to_onnx(str(tmp_path))
     assert not any(name.startswith("model.onnx") for name in os.listdir(tmp_path))  # no partial file left
+
+
+def test_the_app_serves_an_onnx_export_through_onnx_runtime(tmp_path):
+    from ppuhd.deploy.app import ModelCatalog
+
+    model_dir, model = export_onnx(tmp_path, TINY_VIT)
+    served = ModelCatalog(str(tmp_path / "work"), device="cpu").add_export(model_dir)
+    assert isinstance(served.predictor, OnnxPredictor)
+    batch = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype("float32")
+    np.testing.assert_allclose(served.predictor.predict(batch), dygraph_outputs(model, batch)[0], atol=TOL)
