@@ -147,6 +147,7 @@ def test_fused_row_attention_matches_reference(budget_mb, monkeypatch):
 def test_fused_attention_module_matches_matmul_path(along_height, monkeypatch):
     paddle.seed(0)
     layer = llformer.NextAttentionImplZ(8, 2, True, along_height)
+    layer.eval()
     x = paddle.rand([2, 8, 12, 20])
     with paddle.no_grad():
         assert llformer.fused_attention_runs(x, layer)
@@ -158,12 +159,15 @@ def test_fused_attention_module_matches_matmul_path(along_height, monkeypatch):
 
 def test_fused_attention_only_where_no_gradient_is_wanted():
     layer = llformer.NextAttentionImplZ(8, 2, True)
+    layer.eval()
     x = paddle.rand([1, 8, 16, 16])
     assert not llformer.fused_attention_runs(x, layer)  # trainable weights
     x.stop_gradient = False
     with paddle.no_grad():
         assert llformer.fused_attention_runs(x, layer) == llformer._cpu_has_avx512()
         assert not llformer.fused_attention_runs(x.astype("float64"), layer)  # the kernel computes in float32
+        layer.train()  # a recomputed block's first forward: it must round as its recomputation will
+        assert not llformer.fused_attention_runs(x, layer)
 
 
 def test_budget_sets_rows_per_chunk(monkeypatch):
@@ -190,6 +194,43 @@ def test_chunked_gradients_match_unchunked():
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         assert max_diff(grad, grads[1][name]) <= 1e-4 * max(np.abs(grad).max(), 1e-3), name
+
+
+def test_recomputed_blocks_give_the_same_loss_and_gradients():
+    paddle.seed(4)
+    config = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
+    stored, recomputed = LLFormer(**config), LLFormer(**config, recompute=True)
+    recomputed.set_state_dict(stored.state_dict())
+    image = paddle.rand([2, 3, 32, 32])
+    losses, grads = [], []
+    for model in (stored, recomputed):
+        model.train()
+        loss = (model(image) - 0.5).abs().mean()
+        loss.backward()
+        losses.append(float(loss))
+        grads.append({n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None})
+    assert losses[0] == losses[1]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 100
+    for name, grad in grads[0].items():
+        assert max_diff(grad, grads[1][name]) <= 1e-6 * max(np.abs(grad).max(), 1e-3), name
+
+
+def test_recompute_keeps_fewer_activations_for_the_backward():
+    """Saved-for-backward tensors counted by Paddle's hooks: the recomputed model keeps far fewer bytes."""
+    paddle.seed(5)
+    config = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
+
+    def saved_bytes(model):
+        saved = []
+        hooks = paddle.autograd.saved_tensors_hooks(lambda t: saved.append(t.size * 4) or t, lambda t: t)
+        model.train()
+        with hooks:
+            loss = model(paddle.rand([1, 3, 64, 64])).mean()
+        loss.backward()
+        return sum(saved)
+
+    stored, recomputed = saved_bytes(LLFormer(**config)), saved_bytes(LLFormer(**config, recompute=True))
+    assert recomputed < 0.3 * stored, (recomputed, stored)
 
 
 def test_layer_attention_stays_accurate_on_large_maps():
