@@ -109,6 +109,13 @@ class ExportOptions:
     format: str = _choice(*EXPORT_FORMATS)  # onnx: also model.onnx, for ONNX Runtime (fixed H and W)
 
 
+# How overlapping tile outputs merge; the first is the default. feather: each tile's weight
+# rises from near 0 at its inner edges (where the model saw padding instead of the image)
+# across the overlap, so no seam shows; average: uniform, the official LLFormer test's merge
+# (the official test configs set it, to reproduce the papers' numbers).
+TILE_BLENDS = ("feather", "average")
+
+
 @dataclass
 class TilingOptions:
     """Tiled inference for image-to-image models (evaluation, validation, export/infer).
@@ -119,7 +126,7 @@ class TilingOptions:
     tile_size: List[int] = _size([720, 1280])  # [H, W]
     stride: Optional[List[int]] = _size()  # [H, W]; default: half a tile
     tile_batch: int = _number(1, minimum=1)  # tiles per forward
-    blend: str = _choice("average", "feather")  # average (official LLFormer) or feather
+    blend: str = _choice(*TILE_BLENDS)  # feather (seamless) or average (the official LLFormer merge)
     multiple: Optional[int] = _number(minimum=1)  # pad the frame to this first; default: the model's own
 
 
