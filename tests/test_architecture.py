@@ -95,6 +95,21 @@ def test_every_loss_term_is_logged_by_name(tmp_path, caplog):
         assert "(SmoothL1Loss_out0 " in line and ", SmoothL1Loss_out1 " in line and ", ssim " in line, line
 
 
+def test_an_enhancer_run_writes_labelled_previews_and_its_summary_names_them(tmp_path):
+    import cv2
+    import numpy as np
+    from ppuhd.engine.reports import PREVIEW_COLUMNS, column_header
+
+    summary = Trainer(enhancement_config(tmp_path)).run()
+    assert summary["previews"] == str(tmp_path / "run" / "previews")
+    grid = cv2.imread(os.path.join(summary["previews"], "step_000002.png"))[..., ::-1]
+    header = column_header(3 * 32, PREVIEW_COLUMNS)
+    # the two 32x32 validation scenes as input | output | target rows, under the column names
+    assert grid.shape == (header.shape[0] + 2 * 32, 3 * 32, 3)
+    np.testing.assert_array_equal(grid[: header.shape[0]], header)
+    assert grid[header.shape[0]:].std() > 0  # the images, not more header
+
+
 def test_the_terms_add_up_to_the_loss_the_official_code_computes(tmp_path):
     cfg = enhancement_config(tmp_path)
     model, criterion = cfg.build_model(), cfg.build_loss()

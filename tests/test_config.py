@@ -178,6 +178,9 @@ def test_overrides_change_values_including_list_items_and_new_accepted_keys():
         # a top-level key that is a nested option's name points at that option, not at a look-alike section
         ("epochs=3", "unknown top-level config key 'epochs'. Did you mean 'train.epochs'\\?"),
         ("decay=0.9", "Did you mean 'train.ema.decay'\\?"),
+        # or at a nested option of a name like it, not at a section that merely looks like it ('export')
+        ("epoch=3", "unknown top-level config key 'epoch'. Did you mean 'train.epochs'\\?"),
+        ("batchsize=8", "Did you mean 'dataloader.batch_size' or 'model.patch_size'\\?"),
         ("base_lr=0.1", "Did you mean 'lr_scheduler.base_lr'\\?"),  # a key of this config's own components
         ("train_dataset.transforms.9.size=3", "not an index of this list"),
         ("train.epochs", "must look like key.path=value"),

@@ -1,5 +1,6 @@
 """Image reading, datasets, transforms and samplers."""
 
+import logging
 import os
 
 import cv2
@@ -145,10 +146,24 @@ def test_dataset_folder_errors(tmp_path):
         ImageFolder(str(tmp_path / "empty"))
 
 
-def test_demo_shapes_are_generated_once_and_deterministically(tmp_path):
-    dataset = DemoShapes("val", root=str(tmp_path), train_per_class=2, val_per_class=3)
+def test_demo_shapes_are_generated_once_and_deterministically(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="ppuhd.data.demo"):
+        dataset = DemoShapes("val", root=str(tmp_path), train_per_class=2, val_per_class=3)
     assert len(dataset) == 18 and dataset.class_names == sorted(dataset.class_names)
-    again = DemoShapes("val", root=str(tmp_path), train_per_class=2, val_per_class=3)
+    # first use says what it draws, where, and how big it turned out
+    folder = tmp_path / "demo_shapes_v1_32px_2_3"
+    size = sum(f.stat().st_size for f in folder.rglob("*.png"))
+    assert caplog.messages == [
+        f"first use of the demo data: drawing 6 classes of shapes x (2 training + 3 validation) images of 32x32 "
+        f"into {folder} (once; later runs reuse it)",
+        caplog.messages[1],
+    ]
+    assert caplog.messages[1].startswith(f"wrote 30 PNG files, {size / 1e6:.1f} MB, in ")
+    assert caplog.messages[1].endswith(f" s to {folder}")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ppuhd.data.demo"):
+        again = DemoShapes("val", root=str(tmp_path), train_per_class=2, val_per_class=3)
+    assert caplog.messages == []  # reused silently
     np.testing.assert_array_equal(dataset[5]["image"], again[5]["image"])
     first = draw_shape_image(0, 32, np.random.default_rng([1, 0]))
     np.testing.assert_array_equal(first, draw_shape_image(0, 32, np.random.default_rng([1, 0])))

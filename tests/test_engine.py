@@ -297,6 +297,20 @@ def test_training_writes_config_logs_metrics_and_best(tmp_path):
     assert load_config(summary["config"]) == tiny_config(tmp_path)
 
 
+def test_the_summary_compares_raw_and_ema_weights_at_the_best_step(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, best_metric="top1"))
+    trainer.run()
+    trainer.best = {"metric": "top1", "value": 50.0, "step": 4}
+    trainer.history = [{"step": 4, "top1": 50.0, "ema_top1": 58.0}, {"step": 8, "top1": 40.0, "ema_top1": 30.0}]
+    assert trainer._summary()["best_weights"] == {"metric": "top1", "raw": 50.0, "ema": 58.0, "use_ema": True}
+    trainer.history[0]["ema_top1"] = 50.0  # a tie keeps the raw weights
+    assert not trainer._summary()["best_weights"]["use_ema"]
+    trainer.best = {"metric": "ema_top1", "value": 30.0, "step": 8}  # best chosen by the EMA, or by a loss
+    trainer.options.best_mode = "min"
+    assert trainer._summary()["best_weights"] == {"metric": "top1", "raw": 40.0, "ema": 30.0, "use_ema": True}
+    assert Trainer(tiny_config(tmp_path / "plain", ema=None)).run()["best_weights"] is None
+
+
 def test_a_diverging_loss_stops_training_with_advice(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg["lr_scheduler"]["base_lr"] = float("nan")

@@ -17,6 +17,7 @@ from ppuhd.data.paired import LOL, UHDLL, PairedImageFolder, SyntheticLowLight
 from ppuhd.data.transforms import CropToMultiple, RandomCrop
 from ppuhd.losses.enhancement import VGG19Features, vgg19_layer_index
 from ppuhd.metrics.image_quality import ImageQuality, quantize
+from ppuhd.engine.reports import PREVIEW_COLUMNS, PreviewCollector, column_header
 from ppuhd.registry import LOSSES
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "enhancement")
@@ -210,3 +211,22 @@ def test_lpips_needs_every_weight(tmp_path):
                            for i, c in enumerate([64, 192, 384, 256, 256])})
     with pytest.raises(ValueError, match="missing: features.0.weight"):
         LPIPS(only_lins)
+
+
+def test_previews_are_input_output_target_columns_under_their_names():
+    rng = np.random.default_rng(0)
+    images, outputs, targets = (rng.random((3, 3, 24, 40)).astype(np.float32) for _ in range(3))
+    collector = PreviewCollector(count=2)
+    collector({"image": paddle.to_tensor(images), "target": paddle.to_tensor(targets)}, None, paddle.to_tensor(outputs))
+    grid = collector.grid()
+    header = column_header(3 * 40, PREVIEW_COLUMNS)
+    np.testing.assert_array_equal(grid[: header.shape[0]], header)
+    first_row = grid[header.shape[0]: header.shape[0] + 24]
+    for column, batch in enumerate((images, outputs, targets)):
+        np.testing.assert_array_equal(first_row[:, 40 * column: 40 * (column + 1)], quantize(batch[0].transpose(1, 2, 0)))
+    assert grid.shape == (header.shape[0] + 2 * 24, 120, 3)  # two samples kept, as asked
+    # each name is written inside its own column: white text on the dark strip, centred, not clipped
+    for column in range(3):
+        part = header[:, 40 * column: 40 * (column + 1)]
+        lit = np.nonzero(part.max(axis=(0, 2)) > 128)[0]
+        assert len(lit) > 10 and lit[0] > 0 and lit[-1] < 39

@@ -1,6 +1,7 @@
 """tools/infer.py never destroys data: inputs kept, names unique, earlier results kept, bad files named."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -137,3 +138,19 @@ def test_an_export_without_a_validation_set_takes_the_models_own_preprocessing(t
     images(tmp_path / "photos", ["wide.png"], size=(16, 30))
     result = infer(model_dir, "--input", tmp_path / "photos", "--topk", "1")
     assert result.returncode == 0 and "wide.png: " in result.stdout  # resized as the model's evaluation does
+
+
+def test_a_wrong_or_damaged_export_folder_is_one_line_naming_it(enhancer, tmp_path):
+    images(tmp_path / "low", ["a.png"])
+    low = tmp_path / "low"
+    one_line_error(infer(tmp_path / "nowhere", "--input", low), f"export folder {tmp_path / 'nowhere'} does not exist")
+    one_line_error(infer(low / "a.png", "--input", low), f"export folder {low / 'a.png'} is a file, not a folder")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(enhancer, damaged)
+    (damaged / "model.json").write_text("{}")
+    one_line_error(infer(damaged, "--input", low), f"Paddle Inference cannot load the model in {damaged}")
+    (damaged / "model.onnx").write_bytes(b"not a protobuf")
+    one_line_error(infer(damaged, "--input", low, "--backend", "onnxruntime"),
+                   f"ONNX Runtime cannot load {damaged / 'model.onnx'}")
+    (damaged / "deploy.yml").write_text("task: [enhancement")
+    one_line_error(infer(damaged, "--input", low), f"{damaged / 'deploy.yml'} is not valid YAML")

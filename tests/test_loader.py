@@ -247,6 +247,24 @@ def test_eval_with_skip_lists_left_out_images_in_its_results(tmp_path):
     assert rows[-1][0] == "mean" and rows[-1][-1] == "4 images"
 
 
+def test_training_with_workers_ends_with_its_loaders_shut_down_and_no_loader_warning(tmp_path):
+    """'DataLoader 1 workers exit unexpectedly' (the words of paddle.io.DataLoader's reader thread when
+    it finds its workers gone) was reported after runs: no run says it, and no loader is left running."""
+    make_pairs(tmp_path / "train")
+    make_pairs(tmp_path / "val")
+    script = ("import multiprocessing, sys; sys.path.insert(0, 'tools'); import _bootstrap; "
+              "from ppuhd.commands import train; train.main(sys.argv[1:]); "
+              "print('loader processes left:', len(multiprocessing.active_children()))")
+    # 6 pairs in batches of 2: iteration 3 ends a pass, iteration 4 starts one the run leaves unfinished;
+    # evaluations (loaders of their own) at iterations 2 and 4
+    result = subprocess.run([sys.executable, "-c", script, "-c", write_run(tmp_path, 2, iters=4)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Training finished." in result.stdout and "loader processes left: 0" in result.stdout
+    output = result.stdout + result.stderr
+    assert "exit unexpectedly" not in output and "WARNING" not in output, output
+
+
 def alive(pid):
     try:
         with open(f"/proc/{pid}/status") as f:

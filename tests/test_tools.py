@@ -72,6 +72,27 @@ def test_train_eval_export_infer(tmp_path):
     assert len(lines) == 2 and all(any(name in line for name in ("star", "ring", "cross")) for line in lines)
 
 
+def test_the_summary_says_which_weights_scored_best_and_how_to_use_them(tmp_path):
+    import shlex
+
+    cfg = write_config(tmp_path, iters=6, eval_interval=6, ema={"decay": 0.5})
+    out = run_tool("tools/train.py", "-c", cfg).stdout
+    run_dir = tmp_path / "run"
+    best = json.loads((run_dir / "metrics.json").read_text())["history"][-1]
+    use_ema = best["ema_top1"] > best["top1"]
+    which = "the EMA weights (--ema)" if use_ema else "the raw weights (not the EMA)"
+    assert f"best top1: {best['top1']:.4f} (step 6); ema_top1 {best['ema_top1']:.4f} there: {which} scored best" in out
+    assert "previews:" not in out  # a classifier writes none
+    lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines() if ":" in line}
+    weights = ["--weights", str(run_dir / "checkpoints" / "best")] + (["--ema"] if use_ema else [])
+    assert shlex.split(lines["evaluate the best"]) == ["python", "tools/eval.py", "-c", str(run_dir / "config.yml"),
+                                                       *weights]
+    assert shlex.split(lines["export the best"]) == ["python", "tools/export.py", "-c", str(run_dir / "config.yml"),
+                                                     *weights, "--output", str(run_dir / "export")]
+    evaluated = run_tool(*shlex.split(lines["evaluate the best"])[1:]).stdout  # the command as printed
+    assert f"top1: {max(best['top1'], best['ema_top1']):.4f}" in evaluated
+
+
 def test_exported_model_matches_dygraph_at_free_sizes(tmp_path):
     from ppuhd import build_model
     from ppuhd.deploy import Predictor, export_model

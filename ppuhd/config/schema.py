@@ -8,6 +8,7 @@ place; a value of the wrong type or out of range is a one-line ConfigError.
 """
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -244,10 +245,16 @@ def _value_paths(value, prefix):
 
 
 def _unknown_top_level_key(key, cfg):
-    """The error for top-level ``key``, pointing at nested options of that name (``epochs`` -> ``train.epochs``)."""
+    """The error for top-level ``key``, pointing at nested options of that name or a name like it
+    (``epochs`` and ``epoch`` -> ``train.epochs``) before sections that merely look like it."""
     paths = {path for name, cls in PLAIN_SECTIONS.items() for path in _option_paths(cls, name)}
     paths.update(path for name in ALL_SECTIONS if name in cfg for path in _value_paths(cfg[name], name))
     nested = sorted(path for path in paths if path.rsplit(".", 1)[-1] == key)
+    if not nested:  # a misspelt nested option: close to the option's own name (a high bar, names are short)
+        leaves = {path.rsplit(".", 1)[-1] for path in paths}
+        close = difflib.get_close_matches(key, leaves, n=3, cutoff=0.8)
+        nested = sorted((path for path in paths if path.rsplit(".", 1)[-1] in close),
+                        key=lambda path: (close.index(path.rsplit(".", 1)[-1]), path))  # closest first
     hint = (" Did you mean " + " or ".join(repr(p) for p in nested[:3]) + "?") if nested else suggest(key, ALL_SECTIONS)
     return ConfigError(f"unknown top-level config key {key!r}.{hint} Accepted: {', '.join(ALL_SECTIONS)}.")
 

@@ -15,10 +15,12 @@ The images are written once, deterministically, to a cache folder
 can be looked at and reused.
 """
 
+import logging
 import math
 import os
 import shutil
 import tempfile
+import time
 
 import cv2
 import numpy as np
@@ -30,6 +32,7 @@ from .paired import SyntheticLowLight
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ppuhd")
+logger = logging.getLogger(__name__)
 _GENERATOR_VERSION = 1  # bump when the drawing changes, so caches regenerate
 
 
@@ -125,8 +128,14 @@ def generate_shapes(folder, image_size, per_class, seed):
             write_image(os.path.join(folder, name, f"{i:04d}.png"), draw_shape_image(label, image_size, rng))
 
 
-def ensure_generated(final_dir, fill):
-    """Create ``final_dir`` with ``fill(tmp_dir)`` unless it exists.
+def _folder_size(folder):
+    """(number of files, total bytes) under ``folder``."""
+    sizes = [os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files]
+    return len(sizes), sum(sizes)
+
+
+def ensure_generated(final_dir, fill, what):
+    """Create ``final_dir`` with ``fill(tmp_dir)`` unless it exists, saying so (``what``: what is drawn).
 
     Written to a temporary folder and renamed into place, so an interrupted
     run or several processes starting together never leave half a dataset.
@@ -135,10 +144,15 @@ def ensure_generated(final_dir, fill):
         return final_dir
     parent = os.path.dirname(final_dir)
     os.makedirs(parent, exist_ok=True)
+    logger.info("first use of the demo data: drawing %s into %s (once; later runs reuse it)", what, final_dir)
+    start = time.perf_counter()
     tmp_dir = tempfile.mkdtemp(prefix=".partial-", dir=parent)
     try:
         fill(tmp_dir)
+        files, size = _folder_size(tmp_dir)
         os.rename(tmp_dir, final_dir)
+        logger.info("wrote %d PNG files, %.1f MB, in %.0f s to %s", files, size / 1e6, time.perf_counter() - start,
+                    final_dir)
     except OSError:
         if not os.path.isdir(final_dir):  # not another process winning the race
             raise
@@ -171,7 +185,8 @@ class DemoShapes(ImageFolder):
             for seed, part in enumerate(("train", "val")):
                 generate_shapes(os.path.join(tmp_dir, part), image_size, counts[part], seed)
 
-        ensure_generated(folder, fill)
+        ensure_generated(folder, fill, f"{len(SHAPE_CLASSES)} classes of shapes x ({train_per_class} training + "
+                                       f"{val_per_class} validation) images of {image_size}x{image_size}")
         super().__init__(os.path.join(folder, split), transforms, on_error)
 
 
@@ -230,5 +245,6 @@ class DemoLowLight(SyntheticLowLight):
                 for i in range(counts[part]):
                     write_image(os.path.join(tmp_dir, part, f"{i:04d}.png"), draw_scene(image_size, rng))
 
-        ensure_generated(folder, fill)
+        ensure_generated(folder, fill, f"{train_images} training + {val_images} validation scenes of "
+                                       f"{image_size}x{image_size} (darkened on the fly when read)")
         super().__init__(os.path.join(folder, split), transforms=transforms, on_error=on_error)

@@ -41,18 +41,41 @@ class BackendError(UserError, RuntimeError):
 
 def read_deploy(model_dir):
     """The export's ``deploy.yml`` as a dict (empty for exports made before it existed)."""
+    _require_folder(model_dir)
     path = os.path.join(model_dir, DEPLOY_FILE)
     if not os.path.isfile(path):
         return {}
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+        try:
+            deploy = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ExportFolderError(f"{path} is not valid YAML ({' '.join(str(err).split())}): "
+                                    "export the model again with ppuhd export") from None
+    if not isinstance(deploy, dict):
+        raise ExportFolderError(f"{path} holds no settings (a {type(deploy).__name__}): "
+                                "export the model again with ppuhd export")
+    return deploy
+
+
+def _require_folder(model_dir):
+    if not os.path.isdir(model_dir):
+        what = "is a file, not a folder" if os.path.exists(model_dir) else "does not exist"
+        raise ExportFolderError(f"export folder {model_dir} {what}: give the folder ppuhd export wrote "
+                                "(its --output, e.g. output/vit_demo/export)")
 
 
 def _require_files(model_dir, *names, hint="is {dir} a folder written by ppuhd export (tools/export.py)?"):
+    _require_folder(model_dir)
     for name in names:
         path = os.path.join(model_dir, name)
         if not os.path.isfile(path):
             raise ExportFolderError(f"{path} not found: {hint.format(dir=model_dir)}")
+
+
+def _first_line(err):
+    """The first line of a backend's error message (Paddle's and ONNX Runtime's run to many lines)."""
+    lines = str(err).strip().splitlines()
+    return lines[0].strip() if lines else type(err).__name__
 
 
 class ExportedModel:
@@ -191,7 +214,11 @@ class Predictor(ExportedModel):
                 config.enable_onednn()
             else:  # a CPU config starts with oneDNN on: leaving it alone would keep it
                 config.disable_onednn()
-        self.predictor = paddle_infer.create_predictor(config)
+        try:
+            self.predictor = paddle_infer.create_predictor(config)
+        except (ValueError, RuntimeError, OSError) as err:  # Paddle's InvalidArgument and similar, as ValueError
+            raise ExportFolderError(f"Paddle Inference cannot load the model in {model_dir} ({_first_line(err)}): "
+                                    "the files are damaged or not from ppuhd export; export the model again") from None
 
     def run(self, batch):
         (name,) = self.predictor.get_input_names()
@@ -232,8 +259,13 @@ class OnnxPredictor(ExportedModel):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads or available_cores()
         options.log_severity_level = 3  # errors only: paddle2onnx leaves unused constants, each one a warning
-        self.session = onnxruntime.InferenceSession(os.path.join(model_dir, ONNX_FILE), options,
-                                                    providers=providers + ["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(os.path.join(model_dir, ONNX_FILE), options,
+                                                        providers=providers + ["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's own exception classes (InvalidProtobuf, Fail, ...) share no public base
+            raise ExportFolderError(f"ONNX Runtime cannot load {os.path.join(model_dir, ONNX_FILE)} "
+                                    f"({_first_line(err)}): the file is damaged or not an ONNX model; "
+                                    "export the model again with ppuhd export --format onnx") from None
         (self.input_name,) = [i.name for i in self.session.get_inputs()]
 
     def run(self, batch):

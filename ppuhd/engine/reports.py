@@ -90,6 +90,9 @@ def write_per_image_csv(path, dataset, indices, records, means, left_out=()):
         writer.writerow(["mean", *(f"{means[k]:.6f}" for k in fields), f"{len(indices)} images"])
 
 
+PREVIEW_COLUMNS = ("input", "output", "target")
+
+
 class PreviewCollector:
     """Keeps the first ``count`` validation samples as input | output | target strips."""
 
@@ -106,12 +109,30 @@ class PreviewCollector:
                 self.strips.append(np.concatenate([inputs, output, target], axis=1))
 
     def grid(self):
-        """The strips stacked vertically (resized to the first one's width), or None."""
+        """The strips stacked vertically (resized to the first one's width) under a header naming
+        the columns, or None."""
         if not self.strips:
             return None
         width = self.strips[0].shape[1]
         rows = [s if s.shape[1] == width else _resize_to_width(s, width) for s in self.strips]
-        return np.concatenate(rows, axis=0)
+        return np.concatenate([column_header(width, PREVIEW_COLUMNS), *rows], axis=0)
+
+
+def column_header(width, names):
+    """A dark strip ``width`` wide with ``names`` centred over equal columns, in white, as large as
+    the columns allow (at most OpenCV font scale 0.6, about 13 px high)."""
+    column = width // len(names)
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
+    widest = max(cv2.getTextSize(name, font, 1.0, thickness)[0][0] for name in names)
+    scale = min(0.6, 0.9 * column / widest)
+    text_height = cv2.getTextSize("Tg", font, scale, thickness)[0][1]
+    height = text_height + max(4, text_height // 2) * 2
+    header = np.full((height, width, 3), 32, np.uint8)
+    for i, name in enumerate(names):
+        (text_width, _), _ = cv2.getTextSize(name, font, scale, thickness)
+        origin = (i * column + (column - text_width) // 2, (height + text_height) // 2)
+        cv2.putText(header, name, origin, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return header
 
 
 def _resize_to_width(image, width):

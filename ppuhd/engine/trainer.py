@@ -257,6 +257,7 @@ class Trainer:
 
     def _summary(self):
         latest = self.checkpoints.latest()
+        previews = os.path.join(self.output_dir, "previews")
         summary = {
             "output_dir": self.output_dir,
             "config": os.path.join(self.output_dir, "config.yml"),
@@ -266,6 +267,21 @@ class Trainer:
             "latest_checkpoint": latest,
             "best_checkpoint": os.path.join(self.checkpoints.root, "best") if self.best else None,
             "best": self.best,
+            "best_weights": self._best_weights(),
+            "previews": previews if os.path.isdir(previews) else None,
             "final_metrics": self.history[-1] if self.history else {},
         }
         return summary
+
+    def _best_weights(self):
+        """Raw against EMA weights at the best step: ``{'metric', 'raw', 'ema', 'use_ema'}`` on the best
+        metric (without its ``ema_`` prefix), or None without EMA results there."""
+        if self.best is None or self.setup.ema is None:
+            return None
+        metric = self.best["metric"].removeprefix("ema_")
+        at_best = next(entry for entry in self.history if entry["step"] == self.best["step"])
+        raw, ema = at_best.get(metric), at_best.get(f"ema_{metric}")
+        if raw is None or ema is None or not (math.isfinite(raw) and math.isfinite(ema)):
+            return None
+        better = max if self.options.best_mode == "max" else min
+        return {"metric": metric, "raw": raw, "ema": ema, "use_ema": ema != raw and better(raw, ema) == ema}
