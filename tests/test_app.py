@@ -199,8 +199,8 @@ def test_a_model_loaded_in_the_page_from_a_config_and_weights_runs(served, expor
     config = tmp_path / "tiny_uhdfour.yml"
     config.write_text(yaml.safe_dump({"model": TINY_UHDFOUR, "export": {"dynamic_size": True, "input_size": [32, 32]}}))
     client = served["client"]
-    with pytest.raises(AppError, match=f"{tmp_path / 'nothing'}/model.json not found: is {tmp_path / 'nothing'} a "
-                                       "folder written by ppuhd export"):
+    with pytest.raises(AppError, match=f"export folder {tmp_path / 'nothing'} does not exist: give the folder ppuhd "
+                                       "export wrote"):
         client.predict(str(tmp_path / "nothing"), "", "", api_name="/load_model")
     listing, enhancers, _ = client.predict("", str(config), exports["enhancer_weights"], api_name="/load_model")
     name = f"UHDFour: {config} + {exports['enhancer_weights']}"
