@@ -102,24 +102,48 @@ def test_teacher_is_not_in_the_students_checkpoints(tmp_path):
         np.testing.assert_array_equal(value.numpy(), teacher_before[key])
 
 
+def test_demo_students_with_and_without_distillation_share_one_budget():
+    from ppuhd.config import load_config
+
+    demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo")
+    distilled, plain = (load_config(os.path.join(demo, name)) for name in ("deit_demo.yml", "deit_plain_demo.yml"))
+    teacher = load_config(os.path.join(demo, "deit_teacher_demo.yml"))
+    differing = {"model", "loss", "metrics", "runtime"}
+    assert {k: v for k, v in distilled.items() if k not in differing} == \
+        {k: v for k, v in plain.items() if k not in differing}
+    assert {k: v for k, v in distilled["model"].items() if k not in ("type", "eval_head")} == \
+        {k: v for k, v in plain["model"].items() if k != "type"}
+    assert (distilled["model"]["type"], plain["model"]["type"]) == ("DistilledVisionTransformer", "VisionTransformer")
+    assert distilled["loss"]["base"] == plain["loss"]
+    # the teacher trains on the students' data and crops, so its labels describe the crops they see
+    assert teacher["train_dataset"] == plain["train_dataset"]
+    assert teacher["runtime"]["output_dir"] in distilled["loss"]["teacher_weights"]
+
+
 @pytest.mark.slow
-def test_demo_pair_trains_a_teacher_then_distils_a_student(tmp_path):
+def test_demo_trains_a_teacher_then_distils_a_student_and_trains_it_plain(tmp_path):
     import json
     import subprocess
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     short = ["-o", "train.epochs=null", "-o", "train.iters=20", "-o", "train.eval_interval=20"]
-    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    teacher_dir, student_dir, plain_dir = tmp_path / "teacher", tmp_path / "student", tmp_path / "plain"
+    printed = {}
     for config, out, extra in [
         ("configs/demo/deit_teacher_demo.yml", teacher_dir, []),
         ("configs/demo/deit_demo.yml", student_dir,
          ["-o", f"loss.teacher_weights={teacher_dir / 'checkpoints' / 'best' / 'model.pdparams'}"]),
+        ("configs/demo/deit_plain_demo.yml", plain_dir, []),
     ]:
         result = subprocess.run([sys.executable, "tools/train.py", "-c", config, *short, *extra,
                                  "-o", f"runtime.output_dir={out}"], cwd=repo, capture_output=True, text=True,
                                 timeout=900)
         assert result.returncode == 0, result.stderr
+        printed[out] = result.stdout
     final = json.loads((student_dir / "metrics.json").read_text())["history"][-1]
     assert {"top1", "cls_top1", "dist_top1", "ema_top1"} <= set(final)
-    assert "cls_top1" in result.stdout and "dist_top1" in result.stdout
+    plain_final = json.loads((plain_dir / "metrics.json").read_text())["history"][-1]
+    assert {"top1", "ema_top1"} <= set(plain_final) and "dist_top1" not in plain_final
+    assert "cls_top1" in printed[student_dir] and "dist_top1" in printed[student_dir]
+    assert "final validation metrics" in printed[plain_dir]
