@@ -2,6 +2,7 @@
 
 import logging
 import os
+import zlib
 
 import cv2
 import numpy as np
@@ -11,9 +12,12 @@ from PIL import Image
 from ppuhd import builder
 from ppuhd.data.base import SampleKey
 from ppuhd.data.classification import ImageFolder, ImageList
-from ppuhd.data.demo import DemoShapes, draw_shape_image
+from ppuhd.data.demo import PHOTOS_DIR, DemoDataError, DemoLowLightPhotos, DemoShapes, demo_photos, draw_shape_image
 from ppuhd.data import image_io
 from ppuhd.data.image_io import ImageReadError, read_image
+from ppuhd.data.paired import darken
+from ppuhd.errors import UserError
+from ppuhd.metrics.image_quality import quantize
 from ppuhd.data.sampler import EvalBatchSampler, TrainBatchSampler
 from ppuhd.config import load_config
 from ppuhd.data.transforms import CenterCrop, RandomResizedCrop, Resize, ResizeShort
@@ -323,3 +327,50 @@ def test_last_partial_batch_is_filled_when_not_dropped():
 def test_eval_sampler_covers_every_sample_exactly_once_across_processes():
     seen = [k.index for r in range(3) for batch in EvalBatchSampler(10, 3, rank=r, world_size=3) for k in batch]
     assert sorted(seen) == list(range(10))
+
+
+def test_the_demo_photographs_ship_as_package_data_with_their_sources():
+    photos = demo_photos()
+    names = [os.path.basename(p) for p in photos]
+    assert names == ["astronaut.png", "chelsea.png", "coffee.png", "rocket.png"]
+    with open(os.path.join(PHOTOS_DIR, "SOURCES.md"), encoding="utf-8") as f:
+        sources = f.read()
+    for name in names:
+        (row,) = [line for line in sources.splitlines() if line.startswith(f"| `{name}`")]
+        assert "public domain" in row or "CC0" in row
+        assert max(read_image(os.path.join(PHOTOS_DIR, name)).shape[:2]) == 256
+    with open(os.path.join(REPO, "pyproject.toml"), encoding="utf-8") as f:
+        assert '"ppuhd.data" = ["photos/*.png", "photos/SOURCES.md"]' in f.read()
+
+
+def test_the_low_light_photographs_are_the_same_darkening_on_every_first_use(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="ppuhd.data.demo"):
+        first = DemoLowLightPhotos(root=str(tmp_path / "a"))
+    folder = tmp_path / "a" / "demo_lowlight_photos_v1"
+    assert f"into {folder}" in caplog.text and "wrote 8 PNG files" in caplog.text
+    second = DemoLowLightPhotos(root=str(tmp_path / "b"))
+    assert len(first) == 4 and [first.name(i) for i in range(4)] == [second.name(i) for i in range(4)]
+    for index, photo in enumerate(demo_photos()):
+        name = os.path.basename(photo)
+        assert (folder / "low" / name).read_bytes() == (tmp_path / "b" / "demo_lowlight_photos_v1" / "low" / name).read_bytes()
+        sample = first[index]
+        np.testing.assert_array_equal(sample["target"], read_image(photo, "float32"))  # the photograph itself
+        # the synthetic pipeline's darkening, seeded by the file name alone
+        expected = darken(read_image(photo, "float32"), np.random.default_rng([1, zlib.crc32(name.encode())]))
+        np.testing.assert_array_equal(read_image(str(folder / "low" / name)), quantize(expected))
+        assert sample["image"].mean() < 0.6 * sample["target"].mean()
+
+
+def test_missing_photographs_or_a_damaged_cache_say_what_to_do(tmp_path):
+    DemoLowLightPhotos(root=str(tmp_path))
+    folder = tmp_path / "demo_lowlight_photos_v1"
+    (folder / "low" / "coffee.png").unlink()
+    with pytest.raises(DemoDataError, match=rf"{folder / 'low'} should hold astronaut.png, chelsea.png, coffee.png, "
+                                            rf"rocket.png but holds astronaut.png, chelsea.png, rocket.png; delete "
+                                            rf"{folder} and the next run writes it again") as caught:
+        DemoLowLightPhotos(root=str(tmp_path))
+    assert isinstance(caught.value, UserError) and "\n" not in str(caught.value)
+    empty = tmp_path / "no_photos"
+    empty.mkdir()
+    with pytest.raises(DemoDataError, match=rf"the demo photographs are missing: no PNG files in {empty}; .*reinstall"):
+        demo_photos(str(empty))

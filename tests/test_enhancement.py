@@ -189,7 +189,7 @@ def test_uhdfour_demo_trains_evaluates_exports_and_enhances(tmp_path):
          "--output-dir", str(tmp_path / "eval"))
     with open(tmp_path / "eval" / "per_image.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["image", "psnr", "ssim", "input_psnr", "input_ssim", "note"] and len(rows) == 1 + 8 + 1
+    assert rows[0] == ["image", "psnr", "ssim", "input_psnr", "input_ssim", "note"] and len(rows) == 1 + 4 + 1  # the four demo photographs
     assert float(rows[-1][1]) == pytest.approx(final["psnr"], abs=1e-4)
     assert sorted(os.listdir(tmp_path / "eval" / "images")) == [row[0] for row in rows[1:-1]]
 

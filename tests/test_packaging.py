@@ -226,6 +226,8 @@ def test_the_installed_package_holds_every_module_and_config(installed):
 
     assert files(package, "*.py") == files(os.path.join(REPO, "ppuhd"), "*.py")
     assert files(os.path.join(package, "configs"), "*.yml") == files(os.path.join(REPO, "configs"), "*.yml")
+    photos = os.path.join("data", "photos")  # the demo photographs, package data
+    assert files(os.path.join(package, photos), "*") == files(os.path.join(REPO, "ppuhd", photos), "*") != []
 
 
 @pytest.mark.slow

@@ -10,6 +10,11 @@ varied enough that doing so is not trivial (chance is 1/6).
 objects, textures, thin strokes) darkened into low-light pairs by
 ``SyntheticLowLight``, for the enhancement demos.
 
+``DemoLowLightPhotos``: the real photographs shipped in ``photos/`` (see its
+SOURCES.md), darkened once by the same ``darken``, as fixed pairs ``low/`` and
+``high/``: the enhancer demos' validation set, and images to try
+``tools/infer.py`` on.
+
 The images are written once, deterministically, to a cache folder
 (``~/.cache/ppuhd`` unless ``root`` is given) as ordinary PNG files, so they
 can be looked at and reused.
@@ -21,19 +26,28 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 
 import cv2
 import numpy as np
 
+from ..errors import UserError
+from ..metrics.image_quality import quantize
 from ..registry import DATASETS
 from .classification import ImageFolder
-from .image_io import write_image
-from .paired import SyntheticLowLight
+from .image_io import read_image, write_image
+from .paired import PairedImageFolder, SyntheticLowLight, darken
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ppuhd")
 logger = logging.getLogger(__name__)
 _GENERATOR_VERSION = 1  # bump when the drawing changes, so caches regenerate
+PHOTOS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "photos")
+_PHOTOS_VERSION = 1  # bump when the photographs or their darkening change, so caches regenerate
+
+
+class DemoDataError(UserError, ValueError):
+    """Demo data that cannot be used: the shipped photographs missing, or a cached set damaged."""
 
 
 def _random_color(rng):
@@ -248,3 +262,55 @@ class DemoLowLight(SyntheticLowLight):
         ensure_generated(folder, fill, f"{train_images} training + {val_images} validation scenes of "
                                        f"{image_size}x{image_size} (darkened on the fly when read)")
         super().__init__(os.path.join(folder, split), transforms=transforms, on_error=on_error)
+
+
+def demo_photos(folder=PHOTOS_DIR):
+    """The paths of the photographs shipped with ppuhd (sorted), which must be there."""
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".png")) if os.path.isdir(folder) else []
+    if not names:
+        raise DemoDataError(f"the demo photographs are missing: no PNG files in {folder}; they ship with ppuhd "
+                            "as package data, so reinstall it (pip install .) or restore that folder from the clone")
+    return [os.path.join(folder, name) for name in names]
+
+
+def write_low_light_photos(folder, photos):
+    """Write each photograph to ``folder/high/`` and a darkened copy of it to ``folder/low/`` (same names).
+
+    Each photograph's darkening is drawn from a generator seeded by its file
+    name only, so it is the same on every machine and whatever other
+    photographs there are.
+    """
+    for path in photos:
+        name = os.path.basename(path)
+        target = read_image(path, "float32")
+        low = darken(target, np.random.default_rng([_PHOTOS_VERSION, zlib.crc32(name.encode())]))
+        write_image(os.path.join(folder, "low", name), quantize(low))
+        write_image(os.path.join(folder, "high", name), quantize(target))
+
+
+@DATASETS.register()
+class DemoLowLightPhotos(PairedImageFolder):
+    """Real photographs shipped with ppuhd, darkened by ``darken`` once (written on first use).
+
+    The pairs live in ``<root>/demo_lowlight_photos_v1/{low,high}/``, so the
+    same low-light images the demos validate on can be enhanced with
+    ``tools/infer.py``.
+
+    Args:
+        root: cache folder; default ``~/.cache/ppuhd``.
+        transforms, on_error: as for PairedImageFolder.
+    """
+
+    def __init__(self, root=None, transforms=None, on_error="raise"):
+        photos = demo_photos()
+        folder = os.path.join(root or DEFAULT_CACHE, f"demo_lowlight_photos_v{_PHOTOS_VERSION}")
+        ensure_generated(folder, lambda tmp_dir: write_low_light_photos(tmp_dir, photos),
+                         f"low-light versions (low/) of the {len(photos)} photographs shipped with ppuhd, and the "
+                         "photographs as their references (high/)")
+        expected = sorted(os.path.basename(p) for p in photos)
+        for part in ("low", "high"):
+            found = sorted(os.listdir(os.path.join(folder, part))) if os.path.isdir(os.path.join(folder, part)) else []
+            if found != expected:
+                raise DemoDataError(f"{os.path.join(folder, part)} should hold {', '.join(expected)} but holds "
+                                    f"{', '.join(found) or 'nothing'}; delete {folder} and the next run writes it again")
+        super().__init__(os.path.join(folder, "low"), os.path.join(folder, "high"), transforms, on_error)
