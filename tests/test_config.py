@@ -159,6 +159,24 @@ def test_overrides_parse_literals_and_never_evaluate():
     assert parse_value("3") == 3 and parse_value("1e-4") == 1e-4 and parse_value("[0.9, 0.99]") == [0.9, 0.99]
     assert parse_value("true") is True and parse_value("null") is None and parse_value("bicubic") == "bicubic"
     assert parse_value("__import__('os').getcwd()") == "__import__('os').getcwd()"
+    assert parse_value("yes") == "yes"  # a word stays a word (YAML 1.1 would read it as true)
+
+
+def test_overrides_take_yaml_lists_and_mappings_as_a_config_file_writes_them():
+    value = "[{type: RandomCrop, size: 96}, {type: ToCHW}]"
+    assert parse_value(value) == [{"type": "RandomCrop", "size": 96}, {"type": "ToCHW"}]
+    assert parse_value("{base_lr: 1e-4}") == {"base_lr": 1e-4}
+    cfg = load_config(DEMO, [f"train_dataset.transforms={value}"])
+    assert cfg["train_dataset"]["transforms"][0] == {"type": "RandomCrop", "size": 96}
+    with pytest.raises(ConfigError, match=r"override 'train_dataset.transforms=\[\{type: RandomCrop'.*neither a Python"):
+        load_config(DEMO, ["train_dataset.transforms=[{type: RandomCrop"])
+
+
+def test_a_transform_written_as_a_bare_name_is_a_config_error():
+    from ppuhd.data.transforms import Compose
+
+    with pytest.raises(ConfigError, match="transforms.0 is 'RandomCrop', not a transform: write each as a mapping"):
+        Compose(["RandomCrop"])
 
 
 def test_overrides_change_values_including_list_items_and_new_accepted_keys():

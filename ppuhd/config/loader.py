@@ -19,7 +19,7 @@ BASE_KEY = "_base_"
 REPLACE_KEY = "_replace_"
 
 
-class _ConfigLoader(yaml.SafeLoader):
+class ConfigLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that also reads ``1e-4`` as a float.
 
     YAML 1.1 (and so plain ``yaml.safe_load``) needs a dot in the mantissa,
@@ -27,7 +27,7 @@ class _ConfigLoader(yaml.SafeLoader):
     """
 
 
-_ConfigLoader.add_implicit_resolver(
+ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -45,7 +45,7 @@ def read_yaml(path):
     """One YAML file as a dict (no inheritance)."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.load(f, Loader=_ConfigLoader)
+            data = yaml.load(f, Loader=ConfigLoader)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as err:

@@ -1,14 +1,18 @@
 """Command-line overrides: ``-o train.epochs=5 -o model.drop_path_rate=0.2``.
 
 Values are parsed as Python literals (``ast.literal_eval``: numbers, strings,
-lists, dicts), plus ``true/false/null``; anything else stays a string. Nothing
-is evaluated. A key that is neither in the config nor accepted at that place
+lists, dicts), as YAML flow collections (``[{type: RandomCrop, size: 96}]``, as
+a config file writes them), plus ``true/false/null``; anything else stays a
+string. Nothing is evaluated. A key that is neither in the config nor accepted at that place
 (by the section's schema or the component's signature) is refused.
 """
 
 import ast
 
+import yaml
+
 from ..registry import ConfigError
+from .loader import ConfigLoader
 from .schema import validate_config
 
 _WORDS = {"true": True, "false": False, "null": None, "none": None}
@@ -18,7 +22,14 @@ def parse_value(text):
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return _WORDS.get(text.strip().lower(), text)
+        pass
+    if text.strip()[:1] in ("[", "{"):
+        try:
+            return yaml.load(text, Loader=ConfigLoader)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or err
+            raise ConfigError(f"{text!r} is neither a Python literal nor a YAML list or mapping ({problem})") from None
+    return _WORDS.get(text.strip().lower(), text)
 
 
 def _step(node, key, where):
@@ -51,7 +62,10 @@ def apply_overrides(cfg, overrides):
                 created = True
                 node[index] = {}
             if last:
-                node[index] = parse_value(raw)
+                try:
+                    node[index] = parse_value(raw)
+                except ConfigError as err:
+                    raise ConfigError(f"override {text!r}: {err}") from None
             else:
                 node = node[index]
         if created:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..registry import TRANSFORMS
+from ..registry import TRANSFORMS, ConfigError
 
 # Resampling backends: 'pil' is what torchvision (and so timm and DeiT) does on PIL
 # images, and low-pass filters when shrinking; 'cv2' (OpenCV) samples the source
@@ -103,6 +103,12 @@ def map_images(sample, fn):
 class Compose:
     def __init__(self, transforms):
         self.transforms = list(transforms or [])
+        for position, transform in enumerate(self.transforms):
+            if not callable(transform):
+                raise ConfigError(
+                    f"transforms.{position} is {transform!r}, not a transform: write each as a mapping with a "
+                    "type, e.g. {type: RandomCrop, size: 128}"
+                )
 
     def __call__(self, sample, rng=None):
         for transform in self.transforms:
