@@ -182,7 +182,7 @@ def test_uhdfour_demo_trains_evaluates_exports_and_enhances(tmp_path):
     tool("tools/train.py", "-c", config, "-o", "train.iters=100", "-o", "train.eval_interval=100",
          "-o", f"runtime.output_dir={out}")
     final = json.loads((out / "metrics.json").read_text())["history"][-1]
-    assert final["psnr"] > final["input_psnr"] + 2.5  # 100 steps: +3.5 dB on the four photographs (Intel Xeon)
+    assert final["psnr"] > final["input_psnr"] + 2.5  # 100 steps: +3.5 dB on the four photographs (Intel Xeon), +3.2 (AMD EPYC)
     assert (out / "previews" / "step_000100.png").is_file()
 
     tool("tools/eval.py", "-c", config, "--weights", str(out / "checkpoints" / "best"), "--save-images",

@@ -119,13 +119,13 @@ def test_llformer_demo_learns_and_validates_in_tiles(tmp_path):
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        [sys.executable, "tools/train.py", "-c", "configs/demo/llformer_demo.yml", "-o", "train.iters=40",
-         "-o", "train.eval_interval=40", "-o", f"runtime.output_dir={tmp_path}"],
+        [sys.executable, "tools/train.py", "-c", "configs/demo/llformer_demo.yml", "-o", "train.iters=80",
+         "-o", "train.eval_interval=80", "-o", f"runtime.output_dir={tmp_path}"],
         cwd=repo, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr
     final = json.loads((tmp_path / "metrics.json").read_text())["history"][-1]
-    assert final["psnr"] > final["input_psnr"] + 2
+    assert final["psnr"] > final["input_psnr"] + 2  # 80 steps: +3.3 dB on the four photographs (AMD EPYC)
 
 
 def smooth_frame(seed=0):
