@@ -3,8 +3,8 @@
 Values are parsed as Python literals (``ast.literal_eval``: numbers, strings,
 lists, dicts), as YAML flow collections (``[{type: RandomCrop, size: 96}]``, as
 a config file writes them), plus ``true/false/null``; anything else stays a
-string. Nothing is evaluated. A key that is neither in the config nor accepted at that place
-(by the section's schema or the component's signature) is refused.
+string. Nothing is evaluated. A key that is neither in the config nor accepted
+at that place (by the section's schema or the component's signature) is refused.
 """
 
 import ast
