@@ -207,3 +207,26 @@ def test_a_hostile_paddle_file_runs_nothing_in_any_tool(tmp_path, tool, argument
                       expect_ok=False)
     assert result.returncode != 0 and "refusing to load" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+def test_compare_puts_two_trainings_side_by_side(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        run_tool("tools/train.py", "-c", write_config(tmp_path, seed=seed, iters=4, eval_interval=2, save_interval=2),
+                 "-o", f"runtime.output_dir={tmp_path / f'seed{seed}'}")
+        runs.append(json.loads((tmp_path / f"seed{seed}" / "metrics.json").read_text()))
+    out = run_tool("tools/compare.py", str(tmp_path / "seed0"), str(tmp_path / "seed1")).stdout.splitlines()
+    assert out[0].split() == ["run", "model", "last", "top1", "last", "top2", "best", "(step)", "best", "against",
+                              str(tmp_path / "seed0")]
+    for line, metrics in zip(out[1:], runs):
+        last, best = metrics["history"][-1], metrics["best"]
+        assert line.split()[1:7] == ["VisionTransformer", f"{last['top1']:.2f}", f"{last['top2']:.2f}", "top1",
+                                     f"{best['value']:.2f}", f"({best['step']})"]
+    assert out[2].split()[-1] == f"{runs[1]['best']['value'] - runs[0]['best']['value']:+.2f}"
+
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "metrics.json").write_text('{"best": ')
+    for folder, expected in [(tmp_path, f"{tmp_path} has no metrics.json: give a training's output folder"),
+                             (tmp_path / "damaged", "metrics.json is not a training's metrics file")]:
+        result = run_tool("tools/compare.py", str(tmp_path / "seed0"), str(folder), expect_ok=False)
+        assert result.returncode != 0 and expected in result.stderr and "Traceback" not in result.stderr

@@ -10,6 +10,7 @@ COMMANDS = {
     "export": "export",
     "infer": "infer",
     "convert": "convert",
+    "compare": "compare",
     "benchmark": "benchmark",
     "prepare-patches": "prepare_patches",
     "app": "app",

@@ -8,8 +8,10 @@ import os
 import cv2
 import numpy as np
 import paddle.distributed as dist
+import yaml
 
 from ..data.image_io import write_image
+from ..errors import UserError
 from ..metrics.image_quality import quantize
 
 
@@ -55,6 +57,43 @@ def write_json(path, obj):
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(finite_or_none(obj), f, indent=2, allow_nan=False)
     os.replace(tmp, path)
+
+
+class RunFolderError(UserError, ValueError):
+    """A training output folder that cannot be read: missing, not a training's, or damaged."""
+
+
+def read_run(output_dir):
+    """What a training left in ``output_dir``: ``{'output_dir', 'model', 'final', 'best'}``.
+
+    ``final`` holds the numeric metrics of its last validation, ``best`` the
+    metric that decided its best checkpoint, its value and step (None before
+    a finite one); ``model``
+    the model type of its merged config. Training writes both files after
+    every validation, so a running training can be read too.
+    """
+    metrics_file, config_file = os.path.join(output_dir, "metrics.json"), os.path.join(output_dir, "config.yml")
+    if not os.path.isfile(metrics_file):
+        raise RunFolderError(f"{output_dir} has no metrics.json: give a training's output folder "
+                             "(its runtime.output_dir), after its first validation")
+    try:
+        with open(metrics_file, encoding="utf-8") as f:
+            metrics = json.load(f)
+        history, best = metrics["history"], metrics["best"]
+        final = {k: v for k, v in history[-1].items() if k != "step" and isinstance(v, (int, float))}
+        if best is not None:  # None: no validation gave a finite value yet
+            best = {"metric": best["metric"], "value": float(best["value"]), "step": int(best["step"])}
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise RunFolderError(f"{metrics_file} is not a training's metrics file (damaged, or written by "
+                             f"something else): {type(err).__name__}: {err}") from None
+    model = "?"
+    if os.path.isfile(config_file):
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                model = str(yaml.safe_load(f)["model"]["type"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            pass  # the metrics alone still compare
+    return {"output_dir": output_dir, "model": model, "final": final, "best": best}
 
 
 def gather(items, world_size):
