@@ -147,3 +147,11 @@ def test_demo_trains_a_teacher_then_distils_a_student_and_trains_it_plain(tmp_pa
     assert {"top1", "ema_top1"} <= set(plain_final) and "dist_top1" not in plain_final
     assert "cls_top1" in printed[student_dir] and "dist_top1" in printed[student_dir]
     assert "final validation metrics" in printed[plain_dir]
+    # the README's last step: the two students side by side, the plain one's gap to the distilled one
+    table = subprocess.run([sys.executable, "tools/compare.py", str(student_dir), str(plain_dir)], cwd=repo,
+                           capture_output=True, text=True, timeout=300, check=True).stdout.splitlines()
+    assert table[1].split()[:3] == [str(student_dir), "DistilledVisionTransformer", f"{final['top1']:.2f}"]
+    assert table[2].split()[:3] == [str(plain_dir), "VisionTransformer", f"{plain_final['top1']:.2f}"]
+    gap = json.loads((plain_dir / "metrics.json").read_text())["best"]["value"] - \
+        json.loads((student_dir / "metrics.json").read_text())["best"]["value"]
+    assert table[2].split()[-1] == f"{gap:+.2f}"
