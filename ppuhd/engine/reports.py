@@ -66,11 +66,11 @@ class RunFolderError(UserError, ValueError):
 def read_run(output_dir):
     """What a training left in ``output_dir``: ``{'output_dir', 'model', 'final', 'best'}``.
 
-    ``final`` holds the numeric metrics of its last validation, ``best`` the
+    ``final`` holds the numeric metrics of its last validation; ``best`` the
     metric that decided its best checkpoint, its value and step (None before
-    a finite one); ``model``
-    the model type of its merged config. Training writes both files after
-    every validation, so a running training can be read too.
+    a finite one); ``model`` the model type of its merged config ('?' if that
+    cannot be read). Training writes both files after every validation, so a
+    running training can be read too.
     """
     metrics_file, config_file = os.path.join(output_dir, "metrics.json"), os.path.join(output_dir, "config.yml")
     if not os.path.isfile(metrics_file):
