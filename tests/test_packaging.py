@@ -105,7 +105,7 @@ def test_no_command_accepts_abbreviated_flags(tmp_path, monkeypatch, capsys):
     assert os.listdir(tmp_path) == []  # no folder named results.json
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # argparse keeps subparsers only there
-    assert set(commands) == {"train", "eval", "export", "infer", "convert", "benchmark", "prepare-patches", "app"}
+    assert set(commands) == {"train", "eval", "export", "infer", "convert", "compare", "benchmark", "prepare-patches", "app"}
     assert not parser.allow_abbrev and not [name for name, sub in commands.items() if sub.allow_abbrev]
 
 
