@@ -141,9 +141,9 @@ def test_demo_trains_a_teacher_then_distils_a_student_and_trains_it_plain(tmp_pa
                                 timeout=900)
         assert result.returncode == 0, result.stderr
         printed[out] = result.stdout
-    final = json.loads((student_dir / "metrics.json").read_text())["history"][-1]
+    student_metrics, plain_metrics = (json.loads((d / "metrics.json").read_text()) for d in (student_dir, plain_dir))
+    final, plain_final = student_metrics["history"][-1], plain_metrics["history"][-1]
     assert {"top1", "cls_top1", "dist_top1", "ema_top1"} <= set(final)
-    plain_final = json.loads((plain_dir / "metrics.json").read_text())["history"][-1]
     assert {"top1", "ema_top1"} <= set(plain_final) and "dist_top1" not in plain_final
     assert "cls_top1" in printed[student_dir] and "dist_top1" in printed[student_dir]
     assert "final validation metrics" in printed[plain_dir]
@@ -152,6 +152,5 @@ def test_demo_trains_a_teacher_then_distils_a_student_and_trains_it_plain(tmp_pa
                            capture_output=True, text=True, timeout=300, check=True).stdout.splitlines()
     assert table[1].split()[:3] == [str(student_dir), "DistilledVisionTransformer", f"{final['top1']:.2f}"]
     assert table[2].split()[:3] == [str(plain_dir), "VisionTransformer", f"{plain_final['top1']:.2f}"]
-    gap = json.loads((plain_dir / "metrics.json").read_text())["best"]["value"] - \
-        json.loads((student_dir / "metrics.json").read_text())["best"]["value"]
+    gap = plain_metrics["best"]["value"] - student_metrics["best"]["value"]
     assert table[2].split()[-1] == f"{gap:+.2f}"
