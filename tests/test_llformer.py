@@ -13,6 +13,7 @@ import paddle.nn as nn
 import pytest
 
 from ppuhd.models import llformer
+from ppuhd.models.layers import cpu_has_avx512
 from ppuhd.models.llformer import LLFormer, axis_attention
 from ppuhd.registry import MODELS
 from ppuhd.weights.convert import ConversionError, convert_torch_state_dict
@@ -64,7 +65,7 @@ def without_fused_attention(monkeypatch):
 
 
 needs_fused_attention = pytest.mark.skipif(
-    not llformer._cpu_has_avx512(), reason="Paddle's fused CPU attention needs AVX-512"
+    not cpu_has_avx512(), reason="Paddle's fused CPU attention needs AVX-512"
 )
 
 
@@ -164,7 +165,7 @@ def test_fused_attention_only_where_no_gradient_is_wanted():
     assert not llformer.fused_attention_runs(x, layer)  # trainable weights
     x.stop_gradient = False
     with paddle.no_grad():
-        assert llformer.fused_attention_runs(x, layer) == llformer._cpu_has_avx512()
+        assert llformer.fused_attention_runs(x, layer) == cpu_has_avx512()
         assert not llformer.fused_attention_runs(x.astype("float64"), layer)  # the kernel computes in float32
         layer.train()  # a recomputed block's first forward: it must round as its recomputation will
         assert not llformer.fused_attention_runs(x, layer)

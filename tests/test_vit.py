@@ -9,6 +9,8 @@ import paddle
 import pytest
 
 from ppuhd import build_model, load_weights
+from ppuhd.models import vit
+from ppuhd.models.layers import cpu_has_avx512
 from ppuhd.registry import MODELS
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "vit")
@@ -118,3 +120,29 @@ def test_training_linear_matches_paddle_linear_in_values_and_gradients():
     np.testing.assert_array_equal(outputs[0], outputs[1])
     np.testing.assert_allclose(ours.bias.grad.numpy(), plain.bias.grad.numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ours.weight.grad.numpy(), plain.weight.grad.numpy(), rtol=1e-6, atol=1e-6)
+    with paddle.no_grad():  # inference adds the bias as a product too: the same values
+        np.testing.assert_array_equal(ours(x).numpy(), plain(x).numpy())
+
+
+@pytest.mark.skipif(not cpu_has_avx512(), reason="Paddle's fused CPU attention needs AVX-512")
+def test_eval_attention_runs_fused_and_matches_the_matmul_path(reference, monkeypatch):
+    model = small_vit(32)
+    model.eval()
+    x = paddle.to_tensor(reference["x_native"])
+    with paddle.no_grad():
+        assert vit.fused_attention_runs(x, model.blocks[0].attn)
+        fused = model(x).numpy()
+        monkeypatch.setattr(vit, "fused_attention_runs", lambda *args: False)
+        unfused = model(x).numpy()
+    assert np.abs(fused - unfused).max() < 1e-5
+    assert np.abs(fused - reference["y_native"]).max() < 1e-5
+
+
+def test_attention_takes_the_matmul_path_where_gradients_flow():
+    model = build_model({**SMALL, "img_size": 32})
+    model.eval()
+    x = paddle.rand([1, 3, 32, 32])
+    assert not vit.fused_attention_runs(x, model.blocks[0].attn)  # trainable weights: the kernel has no backward
+    model.train()
+    with paddle.no_grad():
+        assert not vit.fused_attention_runs(x, model.blocks[0].attn)

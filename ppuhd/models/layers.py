@@ -1,9 +1,13 @@
-"""Small layers and initialisers shared by several model families."""
+"""Small layers, initialisers and kernel choices shared by several model families."""
 
+import functools
 import math
 
 import paddle
 import paddle.nn as nn
+
+from .. import cpu
+from ..paddle_compat import is_traced
 
 
 class DropPath(nn.Layer):
@@ -54,3 +58,41 @@ def torch_default_init_(layer):
     nn.initializer.Uniform(-bound, bound)(weight)
     if layer.bias is not None:
         nn.initializer.Uniform(-bound, bound)(layer.bias)
+
+
+@functools.cache
+def cpu_has_avx512():
+    return "avx512f" in cpu.read_cpuinfo().get("flags", "").split()
+
+
+def fused_attention_runs(x, layer):
+    """Can Paddle's fused CPU attention (``self_dp_attention``) run ``layer`` on ``x``?
+
+    That kernel (written for Paddle Inference's fusion pass, reachable in
+    eager only as a legacy op) takes the packed (B, N, 3, heads, head_dim)
+    queries, keys and values and computes the scores, softmax and product in
+    512 x 512 tiles on all threads, never holding the N x N scores; Paddle's
+    eager softmax runs on one thread. It is float32 AVX-512 code (float64
+    would be computed in float32), and it has no backward (its output
+    silently stops the gradient), so it runs only where no gradient is
+    wanted, and never in training mode: a recomputed block's first forward
+    runs without gradient, and its recomputation in the backward must round
+    as it did. Exports keep the portable matmul graph.
+    """
+    return (
+        not layer.training
+        and not is_traced()
+        and x.dtype == paddle.float32
+        and x.place.is_cpu_place()
+        and (not paddle.is_grad_enabled() or (x.stop_gradient and all(p.stop_gradient for p in layer.parameters())))
+        and hasattr(paddle._legacy_C_ops, "self_dp_attention")
+        and cpu_has_avx512()
+    )
+
+
+def fused_attention(qkv, scale, num_heads):
+    """softmax(q k^T * scale) v per head, for (B, N, 3, heads, head_dim) ``qkv``: (B, N, heads, head_dim).
+
+    Only where :func:`fused_attention_runs` says so.
+    """
+    return paddle._legacy_C_ops.self_dp_attention(qkv, "alpha", float(scale), "head_number", num_heads)

@@ -83,19 +83,16 @@ every conv gets :func:`torch_default_init_` (Paddle's own conv init differs),
 LayerNorm weight 1 and bias 0, attention scales, temperatures and skip weights 1.
 """
 
-import functools
-
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute
 
-from .. import cpu
 from ..contract import ModelInfo
 from ..paddle_compat import (Conv2D, PixelUnshuffle, channel_map, conv2d, is_portable_graph, is_static_size, is_traced,
                              reflect_pad_to_multiple)
 from ..registry import MODELS
-from .layers import torch_default_init_
+from .layers import fused_attention, fused_attention_runs, torch_default_init_
 from .preprocessing import WHOLE_IMAGE
 from .variants import register_variant
 
@@ -327,34 +324,6 @@ def _chunk_loop_graph(attend_lines, q, line_axis, length_axis, budget_bytes, ite
     return out
 
 
-@functools.cache
-def _cpu_has_avx512():
-    return "avx512f" in cpu.read_cpuinfo().get("flags", "").split()
-
-
-def fused_attention_runs(x, layer):
-    """Can Paddle's fused CPU attention (``self_dp_attention``) run ``layer`` on ``x``?
-
-    That kernel (written for Paddle Inference's fusion pass, reachable in
-    eager only as a legacy op) computes the scores, softmax and product in
-    512 x 512 tiles on all threads, never holding the L x L scores. It is
-    float32 AVX-512 code (float64 would be computed in float32), and it has
-    no backward (its output silently stops the gradient), so it runs only
-    where no gradient is wanted, and never in training mode: a recomputed
-    block's first forward runs without gradient, and its recomputation in the
-    backward must round as it did. Exports keep the portable matmul graph.
-    """
-    return (
-        not layer.training
-        and not is_traced()
-        and x.dtype == paddle.float32
-        and x.place.is_cpu_place()
-        and (not paddle.is_grad_enabled() or (x.stop_gradient and all(p.stop_gradient for p in layer.parameters())))
-        and hasattr(paddle._legacy_C_ops, "self_dp_attention")
-        and _cpu_has_avx512()
-    )
-
-
 def _swap_last_axes(x):
     """``x`` (..., m, n) with its last two axes transposed, as a product with the smaller identity.
 
@@ -377,7 +346,7 @@ def _row_tokens(q, k, v, fac):
 
 def _fused_rows(q, k, v, fac):
     batch, dim, height, width = q.shape
-    out = paddle._legacy_C_ops.self_dp_attention(_row_tokens(q, k, v, fac), "alpha", 1.0, "head_number", 1)
+    out = fused_attention(_row_tokens(q, k, v, fac), 1.0, 1)
     return _swap_last_axes(out.reshape([batch, height * width, dim])).reshape([batch, dim, height, width])
 
 
