@@ -113,3 +113,8 @@ def configure(num_threads=None, fast_cpu=True, keep_memory=True, log=True):
     if log:
         configure_logging(is_main_process())
     logging.getLogger(__name__).debug("CPU threads per process: %d", threads)
+
+
+def configure_for(run_settings, log=True):
+    """:func:`configure` as a config's ``runtime`` section asks: its ``num_threads`` and ``keep_freed_memory``."""
+    configure(num_threads=run_settings.num_threads, keep_memory=run_settings.keep_freed_memory, log=log)

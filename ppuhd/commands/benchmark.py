@@ -18,6 +18,7 @@ medians. Results are printed as a table and written as JSON (``--json``). With
 
 import argparse
 import json
+import logging
 import math
 import os
 import subprocess
@@ -36,6 +37,8 @@ from ..engine.outputs import ensure_writable_dir, refuse_to_replace
 from ..engine.reports import write_json
 from ..engine.runtime import setup_runtime
 from .common import add_config_arguments, exit_on_user_error, run_main
+
+logger = logging.getLogger(__name__)
 
 # Run by the --torch-python interpreter, by path: it needs torch and timm, not ppuhd.
 TIMM_BENCHMARK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy",
@@ -61,11 +64,24 @@ def describe_model(cfg):
     return model, {"task": info.task, "params": params, "size": size, "input_multiple": info.input_multiple}
 
 
+RESULT_PREFIX = "benchmark result: "
+
+
 def run_in_subprocess(command):
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"measurement failed: {' '.join(command)}\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """Run a measurement process; its log lines (a tiled frame's progress) are shown as they come,
+    its result is the line starting with ``RESULT_PREFIX``."""
+    result = None
+    with tempfile.TemporaryFile("w+") as errors:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True) as process:
+            for line in process.stdout:
+                if line.startswith(RESULT_PREFIX):
+                    result = json.loads(line[len(RESULT_PREFIX):])
+                else:
+                    print("    " + line.rstrip(), flush=True)
+        if process.returncode != 0 or result is None:
+            errors.seek(0)
+            raise RuntimeError(f"measurement failed: {' '.join(command)}\n{errors.read()[-3000:]}")
+    return result
 
 
 def measure(args, case):
@@ -83,10 +99,17 @@ def measure_timm(args, name, batch, size, train):
 
 
 def run_one_case(cfg, case):
-    """Worker: one measurement, its result printed as JSON on the last line."""
-    runtime.configure(log=False)
+    """Worker: one measurement, its result printed as JSON after ``RESULT_PREFIX``.
+
+    Its log (what it measures; a tiled frame's progress with an ETA) goes to
+    the coordinator, which shows it as it comes.
+    """
+    runtime.configure_for(cfg.runtime)
     setup_runtime()
-    print(json.dumps(run_case(cfg, case)))
+    if case["mode"] != "matmul":
+        logger.info("measuring %s, batch %d, %dx%d%s; warm-up runs: %d, timed runs: %d", case["mode"], case["batch"],
+                    *case["size"], " in tiles" if case.get("tiled") else "", case["warmup"], case["runs"])
+    print(RESULT_PREFIX + json.dumps(run_case(cfg, case)), flush=True)
 
 
 def add_arguments(parser):

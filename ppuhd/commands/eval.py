@@ -41,7 +41,7 @@ def add_arguments(parser):
 def run(args):
     with exit_on_user_error():
         cfg = load_config(args.config, args.override)
-        runtime.configure(num_threads=cfg.runtime.num_threads)
+        runtime.configure_for(cfg.runtime)
         output_dir = args.output_dir or os.path.join(cfg.runtime.output_dir, "eval")
         claim_results(output_dir, args.overwrite)
         result = evaluate_config(cfg, args.weights, args.ema, output_dir, args.save_images)

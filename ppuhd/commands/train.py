@@ -29,7 +29,7 @@ def add_arguments(parser):
 def run(args):
     with exit_on_user_error():
         cfg = load_config(args.config, args.override)
-        runtime.configure(num_threads=cfg.runtime.num_threads)
+        runtime.configure_for(cfg.runtime)
         summary = train(cfg, args.resume, args.overwrite)
     if summary is None:  # not the main process
         return
