@@ -343,3 +343,22 @@ def test_export_with_free_image_size_matches(tmp_path):
         out = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
         assert out.shape == image.shape
         assert max_diff(out, expected) < TOL
+
+
+@pytest.mark.parametrize("layer", ["WithBias", "BiasFree", "ffn", "lam"])
+def test_inference_reuses_temporaries_with_the_same_values(layer):
+    paddle.seed(0)
+    if layer == "ffn":
+        module = llformer.FeedForward(8, 2.66, False)
+    elif layer == "lam":
+        module = llformer.LAM_Module_v2(12)
+    else:
+        module = llformer.LayerNorm(8, layer)
+    for param in module.parameters():  # not the init's ones and zeros
+        param.set_value(paddle.rand(param.shape) + 0.5)
+    x = paddle.rand([2, 12 if layer == "lam" else 8, 16, 24])
+    trained = module(x).numpy()  # gradients wanted: plain operations
+    with paddle.no_grad():
+        assert llformer._temporaries_reusable()
+        inferred = module(x).numpy()
+    np.testing.assert_array_equal(inferred, trained)

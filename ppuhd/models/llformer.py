@@ -147,14 +147,17 @@ def split_projection(x, pointwise, depthwise, parts, transpose_kernels=False):
     copied out of it: at full resolution that is most of a block's memory.
     ``transpose_kernels`` transposes the depthwise kernels (see ``col_att``).
     """
+    return [projection_part(x, pointwise, depthwise, index, parts, transpose_kernels) for index in range(parts)]
+
+
+def projection_part(x, pointwise, depthwise, index, parts, transpose_kernels=False):
+    """Part ``index`` of :func:`split_projection`'s ``parts``, alone."""
     size = pointwise.weight.shape[0] // parts
-    outputs = []
-    for start in range(0, size * parts, size):
-        y = _conv_slice(pointwise, x, start, start + size)
-        for conv in depthwise:
-            y = _conv_slice(conv, y, start, start + size, transpose_kernels)
-        outputs.append(y)
-    return outputs
+    start, end = index * size, (index + 1) * size
+    y = _conv_slice(pointwise, x, start, end)
+    for conv in depthwise:
+        y = _conv_slice(conv, y, start, end, transpose_kernels)
+    return y
 
 
 def _full(small, like):
@@ -193,6 +196,16 @@ def _centred_and_std(x):
     return centred, _full(paddle.sqrt(variance + LAYERNORM_EPS), x)
 
 
+def _temporaries_reusable():
+    """No gradient to compute and no graph being traced: a temporary may be overwritten in place.
+
+    At full resolution each temporary of the norms and the FFN gate is a
+    59-155 MB map; in place, inference holds several fewer at once, with the
+    same values (the same operations in the same order).
+    """
+    return not paddle.is_grad_enabled() and not is_traced()
+
+
 class WithBiasLayerNorm(nn.Layer):
     """LayerNorm over the channels of a (B, C, H, W) map: (x - mean) / std * weight + bias."""
 
@@ -203,6 +216,8 @@ class WithBiasLayerNorm(nn.Layer):
 
     def forward(self, x):
         centred, std = _centred_and_std(x)
+        if _temporaries_reusable():
+            return centred.divide_(std).multiply_(channel_map(self.weight, x)).add_(channel_map(self.bias, x))
         normalised = centred / std
         return normalised * channel_map(self.weight, x) + channel_map(self.bias, x)
 
@@ -216,6 +231,8 @@ class BiasFreeLayerNorm(nn.Layer):
 
     def forward(self, x):
         _, std = _centred_and_std(x)
+        if _temporaries_reusable():
+            return (x / std).multiply_(channel_map(self.weight, x))
         return x / std * channel_map(self.weight, x)
 
 
@@ -437,6 +454,10 @@ class FeedForward(nn.Layer):
 
     def forward(self, x):
         x1, x2 = split_projection(x, self.project_in, [self.dwconv], 2)
+        if _temporaries_reusable():
+            gated = F.gelu(x2).multiply_(x1)
+            x1 = F.gelu(x1).multiply_(x2)
+            return self.project_out(gated.add_(x1))
         return self.project_out(F.gelu(x2) * x1 + F.gelu(x1) * x2)
 
 
@@ -517,9 +538,13 @@ class LAM_Module_v2(nn.Layer):
         self.qkv_dwconv = _conv(in_dim * 3, in_dim * 3, 3, bias, groups=in_dim * 3)
         self.project_out = _conv(in_dim, in_dim, 1, bias)
 
+    def _projection(self, x, index):
+        return projection_part(x, self.qkv, [self.qkv_dwconv], index, 3).reshape([0, self.num_layers, -1])
+
     def forward(self, x):
-        projections = split_projection(x, self.qkv, [self.qkv_dwconv], 3)
-        q, k, v = (t.reshape([0, self.num_layers, -1]) for t in projections)
+        # q and k are needed only for the N x N scores, and v only after: computed
+        # in turn, two of these full-resolution maps are held at once, not three.
+        q, k = self._projection(x, 0), self._projection(x, 1)
         # normalize(q) @ normalize(k)^T, with the norms taken from the diagonals
         # of q q^T and k k^T: each token has C*H*W elements (15M for one
         # 720x1280 tile), and Paddle's CPU p_norm/sum add them up one by one
@@ -528,8 +553,9 @@ class LAM_Module_v2(nn.Layer):
         # two full-size normalised copies.
         norms = _token_norms(q).unsqueeze(-1) * _token_norms(k).unsqueeze(-2)
         cosine = paddle.matmul(q, k, transpose_y=True) / norms
+        del q, k
         attn = F.softmax(cosine * self.temperature, axis=-1)
-        out = paddle.matmul(attn, v).reshape([-1, *x.shape[1:]])  # keeps the sizes fixed at export known
+        out = paddle.matmul(attn, self._projection(x, 2)).reshape([-1, *x.shape[1:]])  # keeps export's fixed sizes known
         return self.project_out(out) + x
 
 
