@@ -80,7 +80,8 @@ def test_benchmark_tool_runs_an_enhancer_tiled_and_exported(tmp_path):
     assert [(c["mode"], c["batch"]) for c in report["cases"]] == [("dygraph", 1), ("predictor", 1)]
     assert report["task"] == "enhancement" and report["size"] == [40, 72]
     assert "s/image" in stdout
-    assert "measuring dygraph, batch 1, 40x72 in tiles; warm-up runs: 0, timed runs: 1" in stdout  # the worker's log, shown live
+    # the worker's log, shown as it comes
+    assert "measuring dygraph, batch 1, 40x72 in tiles; warm-up runs: 0, timed runs: 1" in stdout
     assert not any("machine_fraction" in c for c in report["cases"])  # tiles overlap: not the frame's work
 
 

@@ -555,7 +555,8 @@ class LAM_Module_v2(nn.Layer):
         cosine = paddle.matmul(q, k, transpose_y=True) / norms
         del q, k
         attn = F.softmax(cosine * self.temperature, axis=-1)
-        out = paddle.matmul(attn, self._projection(x, 2)).reshape([-1, *x.shape[1:]])  # keeps export's fixed sizes known
+        v = self._projection(x, 2)
+        out = paddle.matmul(attn, v).reshape([-1, *x.shape[1:]])  # keeps the sizes fixed at export known
         return self.project_out(out) + x
 
 
