@@ -73,8 +73,22 @@ def prefer_fast_mkl_path(environ=os.environ, cpuinfo_path=CPUINFO):
     return decision
 
 
+ALLOCATORS = ("jemalloc", "tcmalloc")  # libraries that replace malloc when loaded with LD_PRELOAD
+PROCESS_MAPS = "/proc/self/maps"
+
+
+def memory_allocator(maps_path=PROCESS_MAPS):
+    """The malloc this process runs on: 'jemalloc' or 'tcmalloc' if one is loaded, else the C library's."""
+    try:
+        with open(maps_path) as maps:
+            mapped = maps.read()
+    except OSError:  # not Linux
+        return "the system's malloc"
+    return next((name for name in ALLOCATORS if f"lib{name}" in mapped), "glibc malloc")
+
+
 def machine():
-    """The processor and the MKL setting, as a benchmark report records them."""
+    """The processor, the MKL setting and the allocator, as a benchmark report records them."""
     info = read_cpuinfo()
     flags = set(info.get("flags", "").split())
     return {
@@ -84,11 +98,12 @@ def machine():
         "logical_cores": os.cpu_count(),
         "mkl_debug_cpu_type": os.environ.get(MKL_VARIABLE),
         "mkl_debug_cpu_type_set_by_ppuhd": mkl_setting["set_by_ppuhd"],
+        "allocator": memory_allocator(),
     }
 
 
 def describe_machine(info=None):
-    """One line: processor, vector extensions, the MKL setting."""
+    """One line: processor, vector extensions, the MKL setting, the allocator."""
     info = info or machine()
     mkl = info["mkl_debug_cpu_type"]
     if mkl is None or mkl == "":
@@ -96,4 +111,5 @@ def describe_machine(info=None):
     else:
         mkl_text = f"{mkl}{' (set by ppuhd)' if info['mkl_debug_cpu_type_set_by_ppuhd'] else ''}"
     extensions = " ".join(info["vector_extensions"]) or "no vector extensions listed"
-    return f"{info['cpu']}, {info['logical_cores']} logical cores, {extensions}, MKL_DEBUG_CPU_TYPE {mkl_text}"
+    return (f"{info['cpu']}, {info['logical_cores']} logical cores, {extensions}, MKL_DEBUG_CPU_TYPE {mkl_text}, "
+            f"{info['allocator']}")

@@ -73,3 +73,15 @@ def test_import_sets_it_on_this_machine_exactly_when_the_processor_is_amd():
     expected = widest if fields.get("vendor_id") in ("AuthenticAMD", "HygonGenuine") and "avx2" in flags else None
     assert importing_ppuhd(None) == expected
     assert importing_ppuhd("0") == "0"  # the user's value, untouched
+
+
+def test_the_allocator_is_named_from_the_libraries_mapped_into_the_process(tmp_path):
+    maps = tmp_path / "maps"
+    libc = "7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    for library, name in (("libjemalloc.so.2", "jemalloc"), ("libtcmalloc_minimal.so.4", "tcmalloc"), (None, "glibc malloc")):
+        preloaded = f"7e00-7e01 r-xp 00000000 08:01 2 /usr/lib/x86_64-linux-gnu/{library}\n" if library else ""
+        maps.write_text(preloaded + libc)
+        assert cpu.memory_allocator(str(maps)) == name
+    assert cpu.memory_allocator(str(tmp_path / "absent")) == "the system's malloc"
+    if not os.environ.get("LD_PRELOAD"):
+        assert cpu.memory_allocator() == "glibc malloc"  # this process, as Linux maps it
