@@ -456,7 +456,7 @@ class FeedForward(nn.Layer):
         x1, x2 = split_projection(x, self.project_in, [self.dwconv], 2)
         if _temporaries_reusable():
             gated = F.gelu(x2).multiply_(x1)
-            x1 = F.gelu(x1).multiply_(x2)
+            x1 = F.gelu(x1).multiply_(x2)  # rebinding x1 frees the first half
             return self.project_out(gated.add_(x1))
         return self.project_out(F.gelu(x2) * x1 + F.gelu(x1) * x2)
 
